@@ -1,0 +1,36 @@
+"""``@njit`` CPU kernels: the same ops, names and argument order as :mod:`kernels.numpy`.
+
+Every kernel is compiled with the options of :mod:`kernels.cpu._jit` and cached
+on disk, for float32 and float64 alike. Arrays must be C-contiguous; the model
+converts its inputs once, at its boundary.
+"""
+
+from kernels.cpu.activations import activation_backward, activation_forward
+from kernels.cpu.linear import linear_backward, linear_forward
+from kernels.cpu.network import (
+    evaluate,
+    minibatch_step,
+    mlp_backward,
+    mlp_forward,
+    predict_proba,
+    sgd_epoch,
+)
+from kernels.cpu.sgd import sgd_update
+from kernels.cpu.softmax import cross_entropy, softmax, softmax_cross_entropy_backward
+
+__all__ = [
+    "activation_backward",
+    "activation_forward",
+    "cross_entropy",
+    "evaluate",
+    "linear_backward",
+    "linear_forward",
+    "minibatch_step",
+    "mlp_backward",
+    "mlp_forward",
+    "predict_proba",
+    "sgd_epoch",
+    "sgd_update",
+    "softmax",
+    "softmax_cross_entropy_backward",
+]

@@ -1,0 +1,107 @@
+"""Argument checks of the model's public API.
+
+Each check raises ``TypeError`` or ``ValueError`` naming the argument, what was
+expected and what was given, before any weight changes.
+"""
+
+import numbers
+
+import numpy as np
+
+DTYPES = ("float32", "float64")
+
+
+def check_dtype(dtype):
+    """Normalise ``dtype`` to ``np.dtype('float32')`` or ``np.dtype('float64')``."""
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be one of {DTYPES}, got {dtype!r}") from None
+    if resolved.name not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {resolved.name!r}")
+    return resolved
+
+
+def check_layer_sizes(layer_sizes):
+    """Layer sizes as a tuple of ints ``>= 1``, at least two of them."""
+    if isinstance(layer_sizes, (str, bytes)) or not hasattr(layer_sizes, "__iter__"):
+        raise TypeError(f"layer_sizes must be a sequence of ints, got {type(layer_sizes).__name__}")
+    sizes = tuple(layer_sizes)
+    if len(sizes) < 2:
+        raise ValueError(f"layer_sizes needs at least two sizes (inputs and classes), got {list(sizes)}")
+    for size in sizes:
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral):
+            raise TypeError(f"layer_sizes must hold ints, got {size!r} of type {type(size).__name__}")
+        if size < 1:
+            raise ValueError(f"layer_sizes must all be >= 1, got {list(sizes)}")
+    if sizes[-1] < 2:
+        raise ValueError(f"layer_sizes must end with at least 2 classes, got {sizes[-1]}")
+    return tuple(int(s) for s in sizes)
+
+
+def check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r} of type {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_optional_int(name, value, minimum):
+    return None if value is None else check_int(name, value, minimum)
+
+
+def check_positive_float(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r} of type {type(value).__name__}")
+    value = float(value)
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return value
+
+
+def check_features(name, X, n_features, dtype):
+    """``X`` as a C-contiguous, writable ``(N, n_features)`` array of ``dtype``, finite, N >= 1."""
+    if isinstance(X, np.ndarray):
+        array = X
+    else:
+        try:
+            array = np.asarray(X)
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"{name} must be a 2-D array of numbers: {error}") from None
+    if array.dtype == object or not (
+        np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.bool_)
+    ):
+        raise TypeError(f"{name} must hold numbers, got dtype {array.dtype}")
+    if np.issubdtype(array.dtype, np.complexfloating):
+        raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}")
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {array.shape}")
+    if array.shape[0] == 0:
+        raise ValueError(f"{name} is empty: shape {array.shape}")
+    if array.shape[1] != n_features:
+        raise ValueError(f"{name} must have {n_features} features (columns), got {array.shape[1]}")
+    converted = np.ascontiguousarray(array, dtype=dtype)
+    if not converted.flags.writeable:
+        converted = converted.copy()
+    if not np.isfinite(converted).all():
+        bad = int(np.count_nonzero(~np.isfinite(converted)))
+        raise ValueError(f"{name} holds {bad} NaN or infinite values; all values must be finite")
+    return converted
+
+
+def check_labels(name, y, n_samples, n_classes):
+    """``y`` as an int64 ``(n_samples,)`` array with values in ``[0, n_classes)``."""
+    array = np.asarray(y)
+    if not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"{name} must hold integer class labels, got dtype {array.dtype}")
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (n_samples,), got shape {array.shape}")
+    if array.shape[0] != n_samples:
+        raise ValueError(f"{name} must have one label per sample ({n_samples}), got {array.shape[0]}")
+    labels = array.astype(np.int64)
+    if labels.min() < 0 or labels.max() >= n_classes:
+        raise ValueError(
+            f"{name} must hold labels in [0, {n_classes - 1}], got values in [{labels.min()}, {labels.max()}]"
+        )
+    return np.ascontiguousarray(labels)

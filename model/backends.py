@@ -1,0 +1,107 @@
+"""The backend registry: which op set runs the model, and where its arrays live.
+
+=========  ====================  ==========================================
+name       ops                   arrays
+=========  ====================  ==========================================
+``numpy``  :mod:`kernels.numpy`  host NumPy arrays (the reference)
+``cpu``    :mod:`kernels.cpu`    host NumPy arrays, ``@njit`` kernels
+``cuda``   :mod:`kernels.cuda`   numba device arrays, for a whole ``fit``
+``auto``   cuda if a GPU is usable (not the simulator), else cpu
+=========  ====================  ==========================================
+"""
+
+import importlib
+
+import numpy as np
+
+BACKENDS = ("numpy", "cpu", "cuda", "auto")
+
+
+class HostBackend:
+    """Arrays stay NumPy arrays on the host; transfers are copies or no-ops."""
+
+    def __init__(self, name, ops_module):
+        self.name = name
+        self.ops = importlib.import_module(ops_module)
+
+    def to_device(self, array):
+        """The array the ops take (no copy for a C-contiguous host array)."""
+        return np.ascontiguousarray(array)
+
+    def to_host(self, array):
+        """A host copy, detached from the model's buffers."""
+        return np.array(array, copy=True)
+
+    def zeros(self, shape, dtype):
+        return np.zeros(shape, dtype=dtype)
+
+    def copy(self, array):
+        return array.copy()
+
+    def assign(self, destination, source):
+        """``destination[...] = source`` for two arrays of this backend."""
+        destination[...] = source
+
+    def synchronize(self):
+        """Wait for queued work (nothing is queued on the host)."""
+
+
+class CudaBackend(HostBackend):
+    """Arrays are numba device arrays; the host sees them only through explicit copies."""
+
+    def __init__(self):
+        from kernels import cuda as cuda_ops
+
+        cuda_ops.require_gpu()
+        super().__init__("cuda", "kernels.cuda")
+        self._cuda = cuda_ops.cuda
+
+    def to_device(self, array):
+        return self._cuda.to_device(np.ascontiguousarray(array))
+
+    def to_host(self, array):
+        return array.copy_to_host()
+
+    def zeros(self, shape, dtype):
+        return self._cuda.to_device(np.zeros(shape, dtype=dtype))
+
+    def copy(self, array):
+        duplicate = self._cuda.device_array_like(array)
+        duplicate.copy_to_device(array)
+        return duplicate
+
+    def assign(self, destination, source):
+        destination.copy_to_device(source)
+
+    def synchronize(self):
+        self._cuda.synchronize()
+
+
+def resolve_backend_name(name):
+    """Check ``name`` and turn ``auto`` into ``cuda`` or ``cpu``."""
+    if not isinstance(name, str):
+        raise TypeError(f"backend must be a str, one of {BACKENDS}, got {type(name).__name__}")
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    if name == "auto":
+        from kernels import cuda as cuda_ops
+
+        return "cuda" if cuda_ops.is_available() else "cpu"
+    return name
+
+
+def get_backend(name):
+    """The backend object for ``name`` (``numpy``, ``cpu``, ``cuda`` or ``auto``).
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a name that is not a backend.
+    RuntimeError
+        For ``cuda`` without a usable GPU (nor the simulator); the message says
+        how to get one.
+    """
+    resolved = resolve_backend_name(name)
+    if resolved == "cuda":
+        return CudaBackend()
+    return HostBackend(resolved, f"kernels.{resolved}")
