@@ -11,8 +11,9 @@ Per-batch activations (and their gradients, the "deltas") use the same idea::
     acts  = [ A_1 (B, n_1) | A_2 (B, n_2) | ... | A_L (B, n_L) = logits ]
 
 The fused ops (``minibatch_step``, ``sgd_epoch``, ``evaluate``) take one work
-buffer laid out as ``[acts | deltas | grad]``; :func:`workspace_size` gives its
-length. This module only does index arithmetic; it holds no numerics.
+buffer laid out as ``[acts | deltas | grad | inputs]`` (``inputs``: room for a
+gathered ``(B, n_0)`` batch); :func:`workspace_size` gives its length.
+This module only does index arithmetic; it holds no numerics.
 """
 
 import numpy as np
@@ -74,5 +75,5 @@ def activation_views(acts, sizes, batch):
 
 
 def workspace_size(sizes, batch):
-    """Length of the work buffer ``[acts | deltas | grad]`` for ``batch`` samples."""
-    return 2 * activation_count(sizes, batch) + param_count(sizes)
+    """Length of the work buffer ``[acts | deltas | grad | inputs]`` for ``batch`` samples."""
+    return 2 * activation_count(sizes, batch) + param_count(sizes) + int(batch) * int(sizes[0])

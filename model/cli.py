@@ -40,15 +40,15 @@ def build_parser():
                        help="digits: the bundled 8x8 digits (default); mnist: IDX files in --data-dir")
     train.add_argument("--data-dir", help="directory of the four MNIST IDX files (raw or .gz)")
     train.add_argument("--backend", choices=BACKENDS, default="auto")
-    train.add_argument("--hidden", type=_positive_int, nargs="*", default=[64],
-                       help="hidden layer sizes, e.g. --hidden 128 64 (default: 64)")
+    train.add_argument("--hidden", type=_positive_int, nargs="*", default=[128],
+                       help="hidden layer sizes, e.g. --hidden 128 64 (default: 128)")
     train.add_argument("--activation", choices=sorted(ACTIVATIONS), default="relu")
     train.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    train.add_argument("--epochs", type=_non_negative_int, default=20)
-    train.add_argument("--lr", type=_positive_float, default=0.02)
+    train.add_argument("--epochs", type=_non_negative_int, default=50)
+    train.add_argument("--lr", type=_positive_float, default=0.05)
     train.add_argument("--batch-size", type=_positive_int, default=1, help="1: per-sample SGD (default)")
     train.add_argument("--seed", type=_non_negative_int, default=0)
-    train.add_argument("--patience", type=_positive_int, default=3,
+    train.add_argument("--patience", type=_positive_int, default=5,
                        help="stop after this many epochs without a better validation loss")
     train.add_argument("--save", metavar="PATH", help="write the trained model to this .npz file")
     return parser

@@ -114,7 +114,7 @@ def train_validation_split(X, y, validation_fraction=0.1, seed=0):
         raise ValueError(f"y must have one label per row of X ({n}), got {len(y)}")
     if not 0 < validation_fraction < 1:
         raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
-    n_validation = int(round(n * validation_fraction))
+    n_validation = round(n * validation_fraction)
     if not 0 < n_validation < n:
         raise ValueError(f"validation_fraction={validation_fraction} leaves an empty side of {n} samples")
     order = np.random.default_rng(seed).permutation(n)

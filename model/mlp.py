@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kernels import layout
-from kernels.activations import ACTIVATIONS, RELU, LEAKY_RELU, activation_code
+from kernels.activations import ACTIVATIONS, LEAKY_RELU, RELU, activation_code
 from model import _checks
 from model.backends import get_backend, resolve_backend_name
 
@@ -325,7 +325,8 @@ class MLP:
         progress = _Progress(verbose, epochs, n)
         chunk = 256
 
-        with _InterruptFlag() as interrupt:
+        # Divergence is detected from the loss below; the NumPy backend need not warn about it too.
+        with _InterruptFlag() as interrupt, np.errstate(over="ignore", invalid="ignore"):
             for epoch in range(1, epochs + 1):
                 started = time.perf_counter()
                 order = self._rng.permutation(n) if shuffle else np.arange(n)

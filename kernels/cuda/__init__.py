@@ -1,14 +1,73 @@
-"""numba.cuda kernels (placeholder until the CUDA backend lands)."""
+"""``numba.cuda`` kernels: the same ops, names and argument order as :mod:`kernels.numpy`.
 
-try:
-    from numba import cuda
-except ImportError:  # pragma: no cover - numba without CUDA support
-    cuda = None
+The ops here are thin host launchers taking numba device arrays (``sizes`` stays
+a host sequence). Importing this module never fails: without numba-cuda, or
+without a GPU, :func:`is_available` is False and :func:`require_gpu` says what
+to do. With ``NUMBA_ENABLE_CUDASIM=1`` set before numba is imported, the same
+kernels run on numba's CUDA simulator (slowly), which is how they are tested
+without a GPU.
+"""
+
+from kernels.cuda._launch import SIMULATED, cuda
+from kernels.cuda.activations import activation_backward, activation_forward
+from kernels.cuda.linear import linear_backward, linear_forward, matmul
+from kernels.cuda.network import (
+    evaluate,
+    minibatch_step,
+    mlp_backward,
+    mlp_forward,
+    predict_proba,
+    sgd_epoch,
+)
+from kernels.cuda.sgd import sgd_update
+from kernels.cuda.softmax import cross_entropy, softmax, softmax_cross_entropy_backward
+
+__all__ = [
+    "SIMULATED",
+    "activation_backward",
+    "activation_forward",
+    "cross_entropy",
+    "cuda",
+    "evaluate",
+    "is_available",
+    "linear_backward",
+    "linear_forward",
+    "matmul",
+    "minibatch_step",
+    "mlp_backward",
+    "mlp_forward",
+    "predict_proba",
+    "require_gpu",
+    "sgd_epoch",
+    "sgd_update",
+    "softmax",
+    "softmax_cross_entropy_backward",
+]
+
+HOW_TO_GET_A_GPU = (
+    "run on a machine with an NVIDIA GPU and driver, with numba-cuda installed "
+    "(pip install 'numba-mlp[cuda]'); or use backend='cpu' (backend='auto' falls back to it); "
+    "or, to run these kernels without a GPU on numba's slow CUDA simulator, set "
+    "NUMBA_ENABLE_CUDASIM=1 in the environment before numba is imported"
+)
 
 
 def is_available():
-    return False
+    """True when a real CUDA GPU is usable (the simulator does not count)."""
+    if cuda is None or SIMULATED:
+        return False
+    try:
+        return bool(cuda.is_available())
+    except Exception:  # a broken driver or toolkit is "not available", not a crash
+        return False
 
 
 def require_gpu():
-    raise RuntimeError("backend='cuda' is not available yet")
+    """Raise ``RuntimeError`` saying how to get one, unless a GPU (or the simulator) is usable."""
+    if cuda is None:
+        raise RuntimeError(f"backend='cuda' needs numba-cuda, which is not installed: {HOW_TO_GET_A_GPU}")
+    if SIMULATED:
+        return
+    if not is_available():
+        raise RuntimeError(f"backend='cuda' found no usable CUDA GPU (numba.cuda.is_available() is False): "
+                           f"{HOW_TO_GET_A_GPU}")

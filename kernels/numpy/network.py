@@ -14,7 +14,7 @@ activation : int
     Hidden-layer activation code; the output layer is the identity (logits)
     followed by softmax.
 work : ndarray, shape (>= layout.workspace_size(sizes, B),)
-    Scratch ``[acts | deltas | grad]``.
+    Scratch ``[acts | deltas | grad | inputs]``.
 """
 
 import numpy as np

@@ -1,0 +1,93 @@
+"""Shared fixtures: the backend under test, per-dtype tolerances, poisoned outputs.
+
+The kernel tests run against ``kernels.cpu`` in the normal pytest process. With
+``NUMBA_ENABLE_CUDASIM=1`` (set before numba is imported, hence a separate
+pytest process, see ``.ci/run``) the very same tests run against
+``kernels.cuda`` on numba's CUDA simulator, on tiny shapes.
+"""
+
+import os
+import pathlib
+import zlib
+
+import numpy as np
+import pytest
+
+SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+MNIST_DIR = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+
+#: Tolerances chosen per dtype: float64 results must agree to rounding error;
+#: float32 ones to what summing a few hundred float32 products in another order allows.
+TOLERANCES = {
+    np.dtype(np.float64): {"rtol": 1e-10, "atol": 1e-12},
+    np.dtype(np.float32): {"rtol": 2e-4, "atol": 2e-5},
+}
+
+
+def tolerance(dtype):
+    return TOLERANCES[np.dtype(dtype)]
+
+
+NETWORK_OPS = {"mlp_forward", "mlp_backward", "minibatch_step", "sgd_epoch", "evaluate", "predict_proba"}
+
+
+class HostOps:
+    """The ops under test with host arrays in and out (device copies for CUDA)."""
+
+    def __init__(self, name):
+        self.name = name
+        if name == "cuda":
+            import kernels.cuda as ops
+
+            self.ops = ops
+            self._cuda = ops.cuda
+        else:
+            import kernels.cpu as ops
+
+            self.ops = ops
+            self._cuda = None
+
+    def put(self, array):
+        if self._cuda is None:
+            return array.copy()
+        return self._cuda.to_device(array)
+
+    def get(self, array):
+        if self._cuda is None:
+            return array
+        return array.copy_to_host()
+
+    def call(self, op_name, *args, outputs=()):
+        """Run op ``op_name`` on copies of ``args``; return the host values of the positions in ``outputs``.
+
+        Arrays are copied (to the device, for CUDA) and the ones listed in
+        ``outputs`` are read back; a network op's ``sizes`` (argument 1) stays on the host.
+        """
+        host_positions = {1} if op_name in NETWORK_OPS else set()
+        device_args = [
+            self.put(a) if isinstance(a, np.ndarray) and p not in host_positions else a
+            for p, a in enumerate(args)
+        ]
+        getattr(self.ops, op_name)(*device_args)
+        return [self.get(device_args[i]) for i in outputs]
+
+
+@pytest.fixture(scope="session")
+def under_test():
+    return HostOps("cuda" if SIMULATOR else "cpu")
+
+
+@pytest.fixture(params=[np.float64, np.float32], ids=["float64", "float32"])
+def dtype(request):
+    return np.dtype(request.param)
+
+
+@pytest.fixture
+def rng(request):
+    """A fresh generator per test, seeded from the test's name (reproducible, not shared)."""
+    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+def poisoned(shape, dtype):
+    """An output array full of NaN, so that an element a kernel forgets to write fails the test."""
+    return np.full(shape, np.nan, dtype=dtype)

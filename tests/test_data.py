@@ -1,0 +1,93 @@
+"""Data loading: the bundled digits, IDX parsing and validation, the seeded split."""
+
+import gzip
+import hashlib
+
+import numpy as np
+import pytest
+
+from model.data import load_digits, load_mnist, read_idx, train_validation_split
+from tests.conftest import MNIST_DIR
+
+
+def test_bundled_digits():
+    X, y = load_digits()
+    assert X.shape == (1797, 64) and X.dtype == np.float32 and X.flags.c_contiguous
+    assert y.shape == (1797,) and y.dtype == np.int64
+    assert X.min() == 0 and X.max() == 1
+    assert set(np.unique(y)) == set(range(10))
+    assert load_digits("float64")[0].dtype == np.float64
+
+
+def write_idx(path, array, magic_type=0x08, compress=False):
+    header = bytes([0, 0, magic_type, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    if compress:
+        data = gzip.compress(data)
+    path.write_bytes(data)
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["raw", "gz"])
+def test_load_mnist_from_idx_files(tmp_path, compress):
+    rng = np.random.default_rng(0)
+    suffix = ".gz" if compress else ""
+    for split, n in (("train", 5), ("t10k", 3)):
+        images = rng.integers(0, 256, (n, 28, 28))
+        write_idx(tmp_path / f"{split}-images-idx3-ubyte{suffix}", images, compress=compress)
+        write_idx(tmp_path / f"{split}-labels-idx1-ubyte{suffix}", rng.integers(0, 10, n), compress=compress)
+    X, y = load_mnist(tmp_path)
+    assert X.shape == (5, 784) and X.dtype == np.float32 and 0 <= X.min() and X.max() <= 1
+    assert y.dtype == np.int64
+    assert load_mnist(tmp_path, "test")[0].shape == (3, 784)
+
+
+def test_idx_validation(tmp_path):
+    images = np.zeros((2, 4, 4))
+    good = tmp_path / "images"
+    write_idx(good, images)
+    assert read_idx(good, 2051).shape == (2, 4, 4)
+    with pytest.raises(ValueError, match="magic number 2051, expected 2049"):
+        read_idx(good, 2049)
+    truncated = tmp_path / "truncated"
+    truncated.write_bytes(good.read_bytes()[:-5])
+    with pytest.raises(ValueError, match="43 bytes, expected 48"):
+        read_idx(truncated, 2051)
+    tiny = tmp_path / "tiny"
+    tiny.write_bytes(b"\x00\x00")
+    with pytest.raises(ValueError, match="not an IDX file"):
+        read_idx(tiny, 2051)
+    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
+        load_mnist(tmp_path)
+    with pytest.raises(ValueError, match="split"):
+        load_mnist(tmp_path, "validation")
+
+
+def test_mismatched_mnist_counts(tmp_path):
+    write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((3, 28, 28)))
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(2))
+    with pytest.raises(ValueError, match="do not match"):
+        load_mnist(tmp_path)
+
+
+def test_split_is_seeded_and_disjoint():
+    X = np.arange(100.0).reshape(50, 2)
+    y = np.arange(50)
+    first = train_validation_split(X, y, 0.2, seed=3)
+    second = train_validation_split(X, y, 0.2, seed=3)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    _, y_train, X_val, y_val = first
+    assert len(y_val) == 10 and len(y_train) == 40
+    assert not set(y_train) & set(y_val)
+    np.testing.assert_array_equal(X_val[:, 0], 2 * y_val)
+    with pytest.raises(ValueError, match="validation_fraction"):
+        train_validation_split(X, y, 1.5)
+
+
+@pytest.mark.skipif(not MNIST_DIR.exists(), reason="../shared/data/mnist is absent")
+def test_real_mnist():
+    with gzip.open(MNIST_DIR / "train-labels-idx1-ubyte.gz") as handle:
+        assert hashlib.md5(handle.read()).hexdigest() == "a25bea736e30d166cdddb491f175f624"
+    X, y = load_mnist(MNIST_DIR, "test")
+    assert X.shape == (10000, 784) and y.shape == (10000,)
+    assert 0.15 < np.count_nonzero(X) / X.size < 0.25  # about 19% of MNIST pixels are non-zero

@@ -1,0 +1,112 @@
+"""Bad input gets a clear TypeError/ValueError naming the argument, before any weight changes."""
+
+import numpy as np
+import pytest
+
+from model import MLP
+from tests.conftest import SIMULATOR
+
+pytestmark = pytest.mark.skipif(SIMULATOR, reason="model tests run in the normal (non-simulated) process")
+
+
+@pytest.fixture
+def trained():
+    rng = np.random.default_rng(0)
+    X = rng.random((40, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 40)
+    net = MLP([6, 5, 3], backend="cpu", seed=0)
+    net.fit(X, y, epochs=1)
+    return net, X, y
+
+
+@pytest.mark.parametrize("kwargs, error, pattern", [
+    ({"layer_sizes": [5]}, ValueError, "layer_sizes.*at least two"),
+    ({"layer_sizes": [5, 0, 3]}, ValueError, "layer_sizes.*>= 1"),
+    ({"layer_sizes": [5, 1]}, ValueError, "layer_sizes.*2 classes"),
+    ({"layer_sizes": [5, 2.5, 3]}, TypeError, "layer_sizes.*ints"),
+    ({"layer_sizes": 5}, TypeError, "layer_sizes.*sequence"),
+    ({"layer_sizes": [5, 3], "activation": "swish"}, ValueError, "activation.*'swish'"),
+    ({"layer_sizes": [5, 3], "activation": 1}, TypeError, "activation must be a str"),
+    ({"layer_sizes": [5, 3], "backend": "tpu"}, ValueError, "backend.*'tpu'"),
+    ({"layer_sizes": [5, 3], "backend": None}, TypeError, "backend must be a str"),
+    ({"layer_sizes": [5, 3], "dtype": "float16"}, ValueError, "dtype.*float16"),
+    ({"layer_sizes": [5, 3], "dtype": "banana"}, TypeError, "dtype"),
+    ({"layer_sizes": [5, 3], "seed": -1}, ValueError, "seed must be >= 0"),
+])
+def test_constructor_rejects(kwargs, error, pattern):
+    with pytest.raises(error, match=pattern):
+        MLP(**kwargs)
+
+
+def bad_fit_inputs(X, y):
+    nan_X = X.copy()
+    nan_X[3, 2] = np.nan
+    inf_X = X.copy()
+    inf_X[0, 0] = np.inf
+    return [
+        ({"X": X[0]}, ValueError, r"X must be 2-D .* got shape \(6,\)"),
+        ({"X": X[:, :5]}, ValueError, "X must have 6 features.*got 5"),
+        ({"X": nan_X}, ValueError, "X holds 1 NaN or infinite"),
+        ({"X": inf_X}, ValueError, "X holds 1 NaN or infinite"),
+        ({"X": X.astype(str)}, TypeError, "X must hold numbers"),
+        ({"X": X[:0], "y": y[:0]}, ValueError, "X is empty"),
+        ({"y": y.astype(np.float64)}, TypeError, "y must hold integer class labels"),
+        ({"y": y + 3}, ValueError, r"y must hold labels in \[0, 2\]"),
+        ({"y": y - 1}, ValueError, r"y must hold labels in \[0, 2\]"),
+        ({"y": y[:-1]}, ValueError, "y must have one label per sample"),
+        ({"y": y[:, None]}, ValueError, "y must be 1-D"),
+        ({"lr": 0}, ValueError, "lr must be a finite number > 0"),
+        ({"lr": -0.1}, ValueError, "lr must be a finite number > 0"),
+        ({"lr": float("nan")}, ValueError, "lr must be a finite number > 0"),
+        ({"lr": float("inf")}, ValueError, "lr must be a finite number > 0"),
+        ({"lr": "0.1"}, TypeError, "lr must be a real number"),
+        ({"batch_size": 0}, ValueError, "batch_size must be >= 1"),
+        ({"batch_size": 2.0}, TypeError, "batch_size must be an int"),
+        ({"epochs": -1}, ValueError, "epochs must be >= 0"),
+        ({"patience": 0, "validation_data": (X, y)}, ValueError, "patience must be >= 1"),
+        ({"patience": 2}, ValueError, "patience needs validation_data"),
+        ({"shuffle": "yes"}, TypeError, "shuffle must be a bool"),
+        ({"validation_data": X}, TypeError, "validation_data must be a"),
+        ({"validation_data": (X[:, :4], y)}, ValueError, r"validation_data\[0\] \(X_val\) must have 6 features"),
+        ({"validation_data": (X, y[:3])}, ValueError, r"validation_data\[1\] \(y_val\) must have one label"),
+    ]
+
+
+def test_fit_rejects_bad_input_before_any_weight_changes(trained):
+    net, X, y = trained
+    before = net._host_theta()
+    for overrides, error, pattern in bad_fit_inputs(X, y):
+        kwargs = {"X": X, "y": y, "epochs": 1, **overrides}
+        with pytest.raises(error, match=pattern):
+            net.fit(kwargs.pop("X"), kwargs.pop("y"), **kwargs)
+        np.testing.assert_array_equal(net._host_theta(), before, err_msg=str(overrides))
+    assert net.score(X, y) >= 0  # still usable
+
+
+@pytest.mark.parametrize("method", ["predict", "predict_proba"])
+def test_inference_rejects_bad_X(trained, method):
+    net, X, _ = trained
+    with pytest.raises(ValueError, match="X must have 6 features"):
+        getattr(net, method)(X[:, :3])
+    with pytest.raises(ValueError, match="X must be 2-D"):
+        getattr(net, method)(X[0])
+
+
+@pytest.mark.parametrize("method", ["score", "loss", "gradients"])
+def test_scoring_rejects_bad_labels(trained, method):
+    net, X, y = trained
+    with pytest.raises(ValueError, match="y must hold labels"):
+        getattr(net, method)(X, y + 10)
+
+
+def test_set_params_rejects_bad_shapes_and_keeps_the_weights(trained):
+    net, _, _ = trained
+    before = net._host_theta()
+    params = net.params
+    with pytest.raises(ValueError, match=r"params\[0\]\[0\] \(W\) must have shape \(5, 6\)"):
+        net.set_params([(params[0][0].T, params[0][1]), params[1]])
+    with pytest.raises(ValueError, match=r"2 \(W, b\) pairs"):
+        net.set_params(params[:1])
+    with pytest.raises(ValueError, match="finite"):
+        net.set_params([(params[0][0] * np.nan, params[0][1]), params[1]])
+    np.testing.assert_array_equal(net._host_theta(), before)

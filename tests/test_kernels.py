@@ -1,0 +1,265 @@
+"""Every op of the backend under test against the NumPy reference, on fresh random inputs.
+
+Outputs are poisoned with NaN before each call, so an unwritten element fails.
+"""
+
+import numpy as np
+import pytest
+
+import kernels.numpy as reference
+from kernels import layout
+from kernels.activations import ACTIVATIONS
+from tests.conftest import SIMULATOR, poisoned, tolerance
+
+# (B, n_in, n_out): batch 1 (the course's matrix-vector product), odd sizes, a
+# size that leaves remainders in every blocking, and the MNIST layer on the CPU.
+LINEAR_SHAPES = [(1, 7, 5), (3, 5, 9), (5, 13, 3), (17, 33, 19)]
+if not SIMULATOR:
+    LINEAR_SHAPES += [(1, 784, 128), (16, 70, 31), (130, 784, 128)]
+
+ACTIVATION_NAMES = sorted(ACTIVATIONS)
+
+
+def random_array(rng, shape, dtype, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(dtype)
+
+
+@pytest.mark.parametrize("shape", LINEAR_SHAPES, ids=str)
+def test_linear_forward(under_test, rng, dtype, shape):
+    batch, n_in, n_out = shape
+    X = random_array(rng, (batch, n_in), dtype)
+    W = random_array(rng, (n_out, n_in), dtype)
+    b = random_array(rng, n_out, dtype)
+    expected = np.empty((batch, n_out), dtype)
+    reference.linear_forward(X, W, b, expected)
+    (got,) = under_test.call("linear_forward", X, W, b, poisoned((batch, n_out), dtype), outputs=[3])
+    np.testing.assert_allclose(got, expected, **tolerance(dtype))
+
+
+@pytest.mark.parametrize("shape", LINEAR_SHAPES, ids=str)
+@pytest.mark.parametrize("with_input_gradient", [True, False], ids=["dX", "no-dX"])
+def test_linear_backward(under_test, rng, dtype, shape, with_input_gradient):
+    batch, n_in, n_out = shape
+    dZ = random_array(rng, (batch, n_out), dtype)
+    dZ[:, ::3] = 0  # rows of zeros, as inactive ReLU units give
+    X = random_array(rng, (batch, n_in), dtype)
+    W = random_array(rng, (n_out, n_in), dtype)
+    dW, db = np.empty((n_out, n_in), dtype), np.empty(n_out, dtype)
+    dX = np.empty((batch, n_in), dtype) if with_input_gradient else None
+    reference.linear_backward(dZ, X, W, dW, db, dX)
+    args = [dZ, X, W, poisoned(dW.shape, dtype), poisoned(db.shape, dtype),
+            poisoned(X.shape, dtype) if with_input_gradient else None]
+    got = under_test.call("linear_backward", *args, outputs=[3, 4, 5] if with_input_gradient else [3, 4])
+    for value, want in zip(got, (dW, db, dX)):
+        np.testing.assert_allclose(value, want, **tolerance(dtype))
+
+
+@pytest.mark.parametrize("activation", ACTIVATION_NAMES)
+@pytest.mark.parametrize("shape", [(1, 5), (4, 37)], ids=str)
+def test_activation_forward_backward(under_test, rng, dtype, activation, shape):
+    code = ACTIVATIONS[activation]
+    Z = random_array(rng, shape, dtype, scale=3.0)
+    Z.flat[:3] = [0.0, 60.0, -60.0]  # the kink, and |z| large enough to overflow a naive sigmoid
+    A = np.empty(shape, dtype)
+    reference.activation_forward(Z, code, A)
+    (got_A,) = under_test.call("activation_forward", Z, code, poisoned(shape, dtype), outputs=[2])
+    np.testing.assert_allclose(got_A, A, **tolerance(dtype))
+    assert np.isfinite(got_A).all()
+
+    dA = random_array(rng, shape, dtype)
+    dZ = np.empty(shape, dtype)
+    reference.activation_backward(A, dA, code, dZ)
+    (got_dZ,) = under_test.call("activation_backward", A, dA, code, poisoned(shape, dtype), outputs=[3])
+    np.testing.assert_allclose(got_dZ, dZ, **tolerance(dtype))
+
+
+@pytest.mark.parametrize("activation", ACTIVATION_NAMES)
+def test_activation_derivative_against_finite_differences(under_test, activation):
+    """g'(z), computed from a = g(z), against (g(z + h) - g(z - h)) / 2h in float64."""
+    code = ACTIVATIONS[activation]
+    z = np.array([[-3.0, -0.7, -0.01, 0.02, 0.5, 2.5]])
+    h = 1e-6
+
+    def g(values):
+        (out,) = under_test.call("activation_forward", values, code, poisoned(values.shape, np.float64),
+                                 outputs=[2])
+        return out
+
+    a = g(z)
+    (slope,) = under_test.call("activation_backward", a, np.ones_like(z), code, poisoned(z.shape, np.float64),
+                               outputs=[3])
+    numeric = (g(z + h) - g(z - h)) / (2 * h)
+    np.testing.assert_allclose(slope, numeric, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("shape", [(1, 2), (3, 10), (9, 7)], ids=str)
+def test_softmax_and_cross_entropy(under_test, rng, dtype, shape):
+    batch, n_classes = shape
+    Z = random_array(rng, shape, dtype, scale=4.0)
+    Z[0, 0] = 80.0  # exp would overflow without the max shift
+    y = rng.integers(0, n_classes, batch)
+    probs = np.empty(shape, dtype)
+    losses = np.empty(batch, dtype)
+    dZ = np.empty(shape, dtype)
+    reference.softmax(Z, probs)
+    reference.cross_entropy(Z, y, losses)
+    reference.softmax_cross_entropy_backward(Z, y, dZ)
+
+    (got_probs,) = under_test.call("softmax", Z, poisoned(shape, dtype), outputs=[1])
+    np.testing.assert_allclose(got_probs, probs, **tolerance(dtype))
+    np.testing.assert_allclose(got_probs.sum(axis=1), 1.0, rtol=1e-5 if dtype == np.float32 else 1e-12)
+    (got_losses,) = under_test.call("cross_entropy", Z, y, poisoned(batch, dtype), outputs=[2])
+    np.testing.assert_allclose(got_losses, losses, **tolerance(dtype))
+    assert np.isfinite(got_losses).all()
+    (got_dZ,) = under_test.call("softmax_cross_entropy_backward", Z, y, poisoned(shape, dtype), outputs=[2])
+    np.testing.assert_allclose(got_dZ, dZ, **tolerance(dtype))
+
+
+def test_cross_entropy_never_takes_log_zero(under_test):
+    """A hopeless prediction (probability underflows to 0) gives a large finite loss, not inf."""
+    Z = np.array([[0.0, 1000.0]], dtype=np.float32)
+    (losses,) = under_test.call("cross_entropy", Z, np.array([0]), poisoned(1, np.float32), outputs=[2])
+    np.testing.assert_allclose(losses, [1000.0], rtol=1e-6)
+
+
+def test_cross_entropy_gradient_against_finite_differences(under_test, rng):
+    Z = rng.standard_normal((4, 6))
+    y = rng.integers(0, 6, 4)
+    (dZ,) = under_test.call("softmax_cross_entropy_backward", Z, y, poisoned(Z.shape, np.float64), outputs=[2])
+
+    def mean_loss(logits):
+        losses = np.empty(4)
+        reference.cross_entropy(logits, y, losses)
+        return losses.mean()
+
+    numeric = np.zeros_like(Z)
+    h = 1e-6
+    for index in np.ndindex(Z.shape):
+        bump = np.zeros_like(Z)
+        bump[index] = h
+        numeric[index] = (mean_loss(Z + bump) - mean_loss(Z - bump)) / (2 * h)
+    np.testing.assert_allclose(dZ, numeric, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("n_params", [1, 37, 1000])
+def test_sgd_update(under_test, rng, dtype, n_params):
+    theta = random_array(rng, n_params, dtype)
+    grad = random_array(rng, n_params, dtype)
+    expected = theta.copy()
+    reference.sgd_update(expected, grad, 0.05)
+    (got,) = under_test.call("sgd_update", theta, grad, 0.05, outputs=[0])
+    np.testing.assert_allclose(got, expected, **tolerance(dtype))
+
+
+# ----------------------------------------------------------------- network ops
+NETWORKS = [[5, 3], [6, 7, 4], [9, 8, 5, 3]]
+
+
+def random_network(rng, sizes, dtype, n_samples):
+    theta = random_array(rng, layout.param_count(sizes), dtype, scale=0.5)
+    X = random_array(rng, (n_samples, sizes[0]), dtype)
+    y = rng.integers(0, sizes[-1], n_samples)
+    return layout.as_sizes(sizes), theta, X, y
+
+
+@pytest.mark.parametrize("sizes", NETWORKS, ids=str)
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_forward_backward_evaluate_predict(under_test, rng, dtype, sizes, activation):
+    batch = 6
+    sizes, theta, X, y = random_network(rng, sizes, dtype, batch)
+    code = ACTIVATIONS[activation]
+    n_acts = layout.activation_count(sizes, batch)
+    acts, deltas, grad = np.empty(n_acts, dtype), np.empty(n_acts, dtype), np.empty(theta.shape, dtype)
+    reference.mlp_forward(theta, sizes, code, X, acts)
+    reference.mlp_backward(theta, sizes, code, X, y, acts, deltas, grad)
+
+    (got_acts,) = under_test.call("mlp_forward", theta, sizes, code, X, poisoned(n_acts, dtype), outputs=[4])
+    np.testing.assert_allclose(got_acts, acts, **tolerance(dtype))
+    (got_grad,) = under_test.call("mlp_backward", theta, sizes, code, X, y, acts, poisoned(n_acts, dtype),
+                                  poisoned(theta.shape, dtype), outputs=[7])
+    np.testing.assert_allclose(got_grad, grad, **tolerance(dtype))
+
+    work = np.zeros(layout.workspace_size(sizes, batch), dtype)
+    stats = np.zeros(2)
+    reference.evaluate(theta, sizes, code, X, y, work, stats)
+    (got_stats,) = under_test.call("evaluate", theta, sizes, code, X, y, work, np.zeros(2), outputs=[6])
+    np.testing.assert_allclose(got_stats, stats, **tolerance(dtype))
+
+    probs = np.empty((batch, sizes[-1]), dtype)
+    reference.predict_proba(theta, sizes, code, X, work, probs)
+    (got_probs,) = under_test.call("predict_proba", theta, sizes, code, X, work,
+                                   poisoned(probs.shape, dtype), outputs=[5])
+    np.testing.assert_allclose(got_probs, probs, **tolerance(dtype))
+
+
+@pytest.mark.parametrize("sizes", NETWORKS, ids=str)
+@pytest.mark.parametrize("activation", ACTIVATION_NAMES)
+def test_backward_against_finite_differences(under_test, rng, sizes, activation):
+    """The gradient of the mean loss, float64, against central differences on every parameter."""
+    sizes, theta, X, y = random_network(rng, sizes, np.float64, 4)
+    code = ACTIVATIONS[activation]
+    n_acts = layout.activation_count(sizes, 4)
+    acts = np.empty(n_acts)
+    reference.mlp_forward(theta, sizes, code, X, acts)
+    (grad,) = under_test.call("mlp_backward", theta, sizes, code, X, y, acts, np.empty(n_acts),
+                              poisoned(theta.shape, np.float64), outputs=[7])
+
+    def mean_loss(parameters):
+        stats = np.zeros(2)
+        reference.evaluate(parameters, sizes, code, X, y, np.empty(layout.workspace_size(sizes, 4)), stats)
+        return stats[0] / 4
+
+    h = 1e-6
+    numeric = np.array([
+        (mean_loss(theta + h * e) - mean_loss(theta - h * e)) / (2 * h) for e in np.eye(theta.shape[0])
+    ])
+    np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("sizes", NETWORKS, ids=str)
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "leaky_relu"])
+def test_minibatch_step(under_test, rng, dtype, sizes, activation):
+    sizes, theta, X, y = random_network(rng, sizes, dtype, 20)
+    code = ACTIVATIONS[activation]
+    batch = rng.permutation(20)[:7]
+    work_size = layout.workspace_size(sizes, 7)
+    expected, expected_loss = theta.copy(), np.zeros(1)
+    reference.minibatch_step(expected, sizes, code, X, y, batch, 0.1, np.empty(work_size, dtype), expected_loss)
+    got, got_loss = under_test.call("minibatch_step", theta, sizes, code, X, y, batch, 0.1,
+                                    poisoned(work_size, dtype), np.zeros(1), outputs=[0, 8])
+    np.testing.assert_allclose(got, expected, **tolerance(dtype))
+    np.testing.assert_allclose(got_loss, expected_loss, **tolerance(dtype))
+
+
+@pytest.mark.parametrize("sizes", NETWORKS, ids=str)
+@pytest.mark.parametrize("activation", ACTIVATION_NAMES)
+def test_sgd_epoch_matches_unfused_steps(under_test, rng, dtype, sizes, activation):
+    """The fused per-sample epoch against the reference: one unfused step per sample, in order."""
+    sizes, theta, X, y = random_network(rng, sizes, dtype, 12)
+    X[rng.random(X.shape) < 0.6] = 0  # sparse samples take the sparse first-layer path
+    X[3] = rng.standard_normal(X.shape[1])  # and a dense one the dense path
+    code = ACTIVATIONS[activation]
+    order = np.concatenate([rng.permutation(12), [4, 4]])  # a sample may repeat
+    work_size = layout.workspace_size(sizes, 1)
+    expected, expected_loss = theta.copy(), np.zeros(1)
+    reference.sgd_epoch(expected, sizes, code, X, y, order, 0.05, np.empty(work_size, dtype), expected_loss)
+    got, got_loss = under_test.call("sgd_epoch", theta, sizes, code, X, y, order, 0.05,
+                                    poisoned(work_size, dtype), np.zeros(1), outputs=[0, 8])
+    np.testing.assert_allclose(got, expected, **tolerance(dtype))
+    np.testing.assert_allclose(got_loss, expected_loss, **tolerance(dtype))
+
+
+def test_sgd_epoch_chunks_compose(under_test, rng):
+    """Two calls on the halves of an order give the one-call result: the model's chunking is exact."""
+    sizes, theta, X, y = random_network(rng, [9, 8, 5, 3], np.float64, 10)
+    order = rng.permutation(10)
+    work = np.empty(layout.workspace_size(sizes, 1))
+    whole, whole_loss = under_test.call("sgd_epoch", theta, layout.as_sizes(sizes), 1, X, y, order, 0.1,
+                                        work, np.zeros(1), outputs=[0, 8])
+    halves = theta.copy()
+    half_loss = np.zeros(1)
+    for part in (order[:4], order[4:]):
+        halves, half_loss = under_test.call("sgd_epoch", halves, sizes, 1, X, y, part, 0.1, work, half_loss,
+                                            outputs=[0, 8])
+    np.testing.assert_allclose(halves, whole, rtol=1e-12)
+    np.testing.assert_allclose(half_loss, whole_loss, rtol=1e-12)
