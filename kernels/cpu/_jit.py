@@ -15,6 +15,9 @@ FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 #: Decorator of every CPU kernel: compiled once, cached on disk.
 jit = njit(cache=True, fastmath=set(FASTMATH), nogil=True)
 
+#: Decorator of the few kernels that split their work across threads with ``prange``.
+jit_parallel = njit(cache=True, fastmath=set(FASTMATH), nogil=True, parallel=True)
+
 #: g(z) and g'(a) of :mod:`kernels.activations`, compiled for the CPU.
 activate_scalar = njit(inline="always", fastmath=set(FASTMATH))(activate)
 derivative_scalar = njit(inline="always", fastmath=set(FASTMATH))(derivative)

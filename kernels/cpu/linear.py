@@ -1,43 +1,39 @@
 """Dense layer ``Z = X Wᵀ + b`` and its gradients as ``@njit`` kernels.
 
-All three products reduce to one register-blocked kernel, :func:`gemm_nt`,
-``C = A Bᵀ``, whose reduction runs along the contiguous rows of both operands;
-the backward products feed it transposed copies when the batch is large enough
-to pay for them, and use rank-1 row updates otherwise (the course's B = 1 case).
+Two kernels serve the three products, each running along the contiguous rows
+of its operands, and on all threads for large products:
+
+* :func:`gemm_nt`, ``C = A Bᵀ`` (the forward pass ``X Wᵀ``): dot products of
+  rows, register-blocked; with one row (the course's B = 1) a matrix-vector product;
+* :func:`gemm_nn`, ``C = op(A) B`` (``dW = dZᵀ X`` and ``dX = dZ W``): row
+  updates ``C[i] += a B[k]``, four rows by four, with nothing transposed.
 """
 
-import numpy as np
+from numba import prange
 
-from kernels.cpu._jit import jit
+from kernels.cpu._jit import jit, jit_parallel
 
-#: From this batch size on, the backward products transpose and use gemm_nt.
-GEMM_MIN_BATCH = 16
+#: Column (or row) chunks of a parallel product, shared out among the threads by numba.
+PARALLEL_CHUNKS = 4
+#: Products of at least this many multiply-adds run on all threads.
+PARALLEL_MIN_WORK = 1 << 21
 
 
 @jit
-def gemm_nt(A, B, C):
-    """``C = A Bᵀ``.
+def gemm_nt_columns(A, B, C, j0, j1):
+    """``C[:, j0:j1] = A B[j0:j1]ᵀ``: the serial kernel behind :func:`gemm_nt`.
 
-    Parameters
-    ----------
-    A : ndarray, shape (M, K), C-contiguous
-    B : ndarray, shape (N, K), C-contiguous
-    C : ndarray, shape (M, N), written in full
-
-    Notes
-    -----
     4×2 blocks of ``C`` are held in eight accumulators while ``k`` runs along
-    the rows; LLVM vectorises that loop (``reassoc``), which reaches the
-    single-core speed of OpenBLAS' sgemm at these shapes. Rows left over (and
-    ``M = 1``, the matrix-vector product) use 1×4 blocks.
+    the contiguous rows of ``A`` and ``B``; LLVM vectorises that loop
+    (``reassoc``), which reaches the single-core speed of OpenBLAS' sgemm at
+    these shapes. Leftover rows and columns use dot products.
     """
     M, K = A.shape
-    N = B.shape[0]
     zero = C.dtype.type(0)
     i = 0
     while i + 4 <= M:
-        j = 0
-        while j + 2 <= N:
+        j = j0
+        while j + 2 <= j1:
             c00 = zero
             c01 = zero
             c10 = zero
@@ -70,12 +66,131 @@ def gemm_nt(A, B, C):
             C[i + 3, j] = c30
             C[i + 3, j + 1] = c31
             j += 2
-        if j < N:
+        if j < j1:
             for r in range(i, i + 4):
                 C[r, j] = dot(A[r], B[j])
         i += 4
     for r in range(i, M):
-        gemv(B, A[r], C[r])
+        gemv(B[j0:j1], A[r], C[r, j0:j1])
+
+
+@jit_parallel
+def gemm_nt_parallel(A, B, C):
+    """``C = A Bᵀ`` with the columns of ``C`` (rows of ``B``) in chunks across the threads.
+
+    Each thread then keeps only its share of ``B`` hot in its own cache.
+    """
+    N = B.shape[0]
+    chunks = min(PARALLEL_CHUNKS, max(1, N // 2))
+    share = (N // chunks) // 2 * 2
+    for t in prange(chunks):
+        j0 = t * share
+        j1 = N if t == chunks - 1 else j0 + share
+        gemm_nt_columns(A, B, C, j0, j1)
+
+
+@jit
+def gemm_nt(A, B, C):
+    """``C = A Bᵀ``.
+
+    Parameters
+    ----------
+    A : ndarray, shape (M, K), C-contiguous
+    B : ndarray, shape (N, K), C-contiguous
+    C : ndarray, shape (M, N), written in full
+    """
+    if A.shape[0] * B.shape[0] * A.shape[1] >= PARALLEL_MIN_WORK:
+        gemm_nt_parallel(A, B, C)
+    else:
+        gemm_nt_columns(A, B, C, 0, B.shape[0])
+
+
+@jit
+def _coefficient(A, i, k, transpose_a):
+    """``op(A)[i, k]``."""
+    return A[k, i] if transpose_a else A[i, k]
+
+
+@jit
+def gemm_rows(A, B, C, i0, i1, transpose_a):
+    """``C[i0:i1] = op(A)[i0:i1] B`` by row updates ``C[i] += op(A)[i, k] B[k]``.
+
+    ``op(A)`` is ``Aᵀ`` when ``transpose_a`` (A stored (K, M)), else A (M, K);
+    B is (K, N), C is (M, N). Four rows of C take four rows of B at a time, so
+    each pass over a row of C does 16 multiply-adds per element loaded and
+    stored; the loop along the rows vectorises.
+    """
+    K = B.shape[0]
+    for i in range(i0, i1):
+        C[i, :] = 0
+    i = i0
+    while i + 4 <= i1:
+        C0 = C[i]
+        C1 = C[i + 1]
+        C2 = C[i + 2]
+        C3 = C[i + 3]
+        k = 0
+        while k + 4 <= K:
+            b0 = B[k]
+            b1 = B[k + 1]
+            b2 = B[k + 2]
+            b3 = B[k + 3]
+            a00 = _coefficient(A, i, k, transpose_a)
+            a01 = _coefficient(A, i, k + 1, transpose_a)
+            a02 = _coefficient(A, i, k + 2, transpose_a)
+            a03 = _coefficient(A, i, k + 3, transpose_a)
+            a10 = _coefficient(A, i + 1, k, transpose_a)
+            a11 = _coefficient(A, i + 1, k + 1, transpose_a)
+            a12 = _coefficient(A, i + 1, k + 2, transpose_a)
+            a13 = _coefficient(A, i + 1, k + 3, transpose_a)
+            a20 = _coefficient(A, i + 2, k, transpose_a)
+            a21 = _coefficient(A, i + 2, k + 1, transpose_a)
+            a22 = _coefficient(A, i + 2, k + 2, transpose_a)
+            a23 = _coefficient(A, i + 2, k + 3, transpose_a)
+            a30 = _coefficient(A, i + 3, k, transpose_a)
+            a31 = _coefficient(A, i + 3, k + 1, transpose_a)
+            a32 = _coefficient(A, i + 3, k + 2, transpose_a)
+            a33 = _coefficient(A, i + 3, k + 3, transpose_a)
+            for n in range(B.shape[1]):
+                x0 = b0[n]
+                x1 = b1[n]
+                x2 = b2[n]
+                x3 = b3[n]
+                C0[n] += a00 * x0 + a01 * x1 + a02 * x2 + a03 * x3
+                C1[n] += a10 * x0 + a11 * x1 + a12 * x2 + a13 * x3
+                C2[n] += a20 * x0 + a21 * x1 + a22 * x2 + a23 * x3
+                C3[n] += a30 * x0 + a31 * x1 + a32 * x2 + a33 * x3
+            k += 4
+        for kk in range(k, K):
+            for r in range(4):
+                axpy(_coefficient(A, i + r, kk, transpose_a), B[kk], C[i + r])
+        i += 4
+    for r in range(i, i1):
+        for kk in range(K):
+            coefficient = _coefficient(A, r, kk, transpose_a)
+            if coefficient != 0:  # exact: rows of zeros (inactive ReLU units) add nothing
+                axpy(coefficient, B[kk], C[r])
+
+
+@jit_parallel
+def gemm_rows_parallel(A, B, C, transpose_a):
+    """:func:`gemm_rows` with the rows of C in chunks across the threads."""
+    M = C.shape[0]
+    chunks = min(PARALLEL_CHUNKS, max(1, M // 4))
+    share = (M // chunks) // 4 * 4
+    for t in prange(chunks):
+        i0 = t * share
+        i1 = M if t == chunks - 1 else i0 + share
+        gemm_rows(A, B, C, i0, i1, transpose_a)
+
+
+@jit
+def gemm_nn(A, B, C, transpose_a):
+    """``C = op(A) B``, on all threads for large products (see :func:`gemm_rows`)."""
+    if C.shape[0] * C.shape[1] * B.shape[0] >= PARALLEL_MIN_WORK:
+        gemm_rows_parallel(A, B, C, transpose_a)
+    else:
+        gemm_rows(A, B, C, 0, C.shape[0], transpose_a)
 
 
 @jit
@@ -120,6 +235,7 @@ def axpy(alpha, x, y):
         y[k] += alpha * x[k]
 
 
+
 @jit
 def linear_forward(X, W, b, out):
     """Affine map of a batch: ``out = X Wᵀ + b``.
@@ -141,29 +257,13 @@ def linear_forward(X, W, b, out):
 @jit
 def weight_gradient(dZ, X, dW):
     """``dW = dZᵀ X``: (n_out, n_in) from dZ (B, n_out) and X (B, n_in)."""
-    if dZ.shape[0] >= GEMM_MIN_BATCH:
-        gemm_nt(np.ascontiguousarray(dZ.T), np.ascontiguousarray(X.T), dW)
-        return
-    dW[:] = 0
-    for i in range(dZ.shape[0]):
-        for j in range(dZ.shape[1]):
-            d = dZ[i, j]
-            if d != 0:  # exact: a zero row of dZ adds nothing (inactive ReLU units)
-                axpy(d, X[i], dW[j])
+    gemm_nn(dZ, X, dW, True)
 
 
 @jit
 def input_gradient(dZ, W, dX):
     """``dX = dZ W``: (B, n_in) from dZ (B, n_out) and W (n_out, n_in)."""
-    if dZ.shape[0] >= GEMM_MIN_BATCH:
-        gemm_nt(dZ, np.ascontiguousarray(W.T), dX)
-        return
-    dX[:] = 0
-    for i in range(dZ.shape[0]):
-        for j in range(dZ.shape[1]):
-            d = dZ[i, j]
-            if d != 0:
-                axpy(d, W[j], dX[i])
+    gemm_nn(dZ, W, dX, False)
 
 
 @jit
