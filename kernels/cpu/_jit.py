@@ -6,6 +6,9 @@ out ``nnan`` and ``ninf``: softmax starts from ``-inf`` and the training loop
 must be able to see a NaN loss.
 """
 
+import hashlib
+import pathlib
+
 from numba import njit
 
 from kernels.activations import activate, derivative
@@ -21,3 +24,33 @@ jit_parallel = njit(cache=True, fastmath=set(FASTMATH), nogil=True, parallel=Tru
 #: g(z) and g'(a) of :mod:`kernels.activations`, compiled for the CPU.
 activate_scalar = njit(inline="always", fastmath=set(FASTMATH))(activate)
 derivative_scalar = njit(inline="always", fastmath=set(FASTMATH))(derivative)
+
+
+def _drop_stale_cache():
+    """Delete numba's cached CPU kernels when any kernel source changed since they were compiled.
+
+    numba checks a cached function only against its *own* file; a kernel that
+    calls a changed kernel of another file would load stale machine code (seen
+    here as a segfault after editing ``linear.py``). A hash of every source the
+    CPU kernels are built from, stored beside the cache, catches that.
+    """
+    package = pathlib.Path(__file__).resolve().parent
+    sources = sorted(package.glob("*.py")) + [package.parent / "activations.py"]
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in sources)).hexdigest()
+    cache = package / "__pycache__"
+    stamp = cache / "kernels-source.sha256"
+    try:
+        if stamp.read_text() == digest:
+            return
+    except OSError:
+        pass
+    try:
+        cache.mkdir(exist_ok=True)
+        for stale in list(cache.glob("*.nbi")) + list(cache.glob("*.nbc")):
+            stale.unlink()
+        stamp.write_text(digest)
+    except OSError:  # a read-only install: numba then caches elsewhere or not at all
+        pass
+
+
+_drop_stale_cache()
