@@ -134,6 +134,7 @@ class MLP:
         self._sizes = layout.as_sizes(self.layer_sizes)
         self._rng = np.random.default_rng(seed)
         self._theta = self._backend.to_device(self._initial_theta())
+        self._chunk = 256  # samples per call of the per-sample epoch op, adapted as it runs
 
     # ----------------------------------------------------------------- state
     @property
@@ -311,7 +312,7 @@ class MLP:
         elif patience is not None:
             raise ValueError("patience needs validation_data to measure the validation loss")
 
-        backend, ops = self._backend, self._backend.ops
+        backend = self._backend
         n = X.shape[0]
         history = History()
         X_dev, y_dev = backend.to_device(X), backend.to_device(y)
@@ -323,7 +324,6 @@ class MLP:
         last_good = backend.copy(self._theta)
         best, best_loss, waited = None, np.inf, 0
         progress = _Progress(verbose, epochs, n)
-        chunk = 256
 
         # Divergence is detected from the loss below; the NumPy backend need not warn about it too.
         with _InterruptFlag() as interrupt, np.errstate(over="ignore", invalid="ignore"):
@@ -332,21 +332,8 @@ class MLP:
                 order = self._rng.permutation(n) if shuffle else np.arange(n)
                 order_dev = backend.to_device(order.astype(np.int64))
                 backend.assign(loss_sum, backend.to_device(np.zeros(1)))
-                done = 0
-                while done < n and not interrupt.raised:
-                    if batch_size == 1:
-                        stop = min(n, done + chunk)
-                        chunk_started = time.perf_counter()
-                        ops.sgd_epoch(self._theta, self._sizes, self._activation, X_dev, y_dev,
-                                      order_dev[done:stop], lr, work, loss_sum)
-                        elapsed = time.perf_counter() - chunk_started
-                        chunk = int(min(max(chunk * CHUNK_SECONDS / max(elapsed, 1e-6), 16), 2 * chunk, 65536))
-                    else:
-                        stop = min(n, done + batch_size)
-                        ops.minibatch_step(self._theta, self._sizes, self._activation, X_dev, y_dev,
-                                           order_dev[done:stop], lr, work, loss_sum)
-                    done = stop
-                    progress.update(epoch, done)
+                self._epoch(X_dev, y_dev, order_dev, lr, batch_size, work, loss_sum, interrupt,
+                            lambda done, epoch=epoch: progress.update(epoch, done))
                 if interrupt.raised:
                     history.interrupted = True
                     break
@@ -381,6 +368,32 @@ class MLP:
             print(f"\ninterrupted: {len(history)} complete epochs; the model holds the weights so far",
                   flush=True)
         return history
+
+    def _epoch(self, X_dev, y_dev, order_dev, lr, batch_size, work, loss_sum, interrupt=None, progress=None):
+        """One pass over ``order_dev`` with the backend's fused ops; all arrays on the backend's device.
+
+        Per-sample SGD runs in chunks sized to take about ``CHUNK_SECONDS`` each, so
+        that ``interrupt`` (checked between chunks and batches) and ``progress``
+        respond quickly. ``loss_sum[0]`` accumulates the per-sample losses.
+        """
+        ops = self._backend.ops
+        n = order_dev.shape[0]
+        done = 0
+        while done < n and not (interrupt is not None and interrupt.raised):
+            if batch_size == 1:
+                stop = min(n, done + self._chunk)
+                started = time.perf_counter()
+                ops.sgd_epoch(self._theta, self._sizes, self._activation, X_dev, y_dev, order_dev[done:stop], lr,
+                              work, loss_sum)
+                elapsed = max(time.perf_counter() - started, 1e-6)
+                self._chunk = int(min(max(self._chunk * CHUNK_SECONDS / elapsed, 16), 2 * self._chunk, 65536))
+            else:
+                stop = min(n, done + batch_size)
+                ops.minibatch_step(self._theta, self._sizes, self._activation, X_dev, y_dev, order_dev[done:stop],
+                                   lr, work, loss_sum)
+            done = stop
+            if progress is not None:
+                progress(done)
 
     # ---------------------------------------------------------- persistence
     def save(self, path):

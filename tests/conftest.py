@@ -2,8 +2,9 @@
 
 The kernel tests run against ``kernels.cpu`` in the normal pytest process. With
 ``NUMBA_ENABLE_CUDASIM=1`` (set before numba is imported, hence a separate
-pytest process, see ``.ci/run``) the very same tests run against
-``kernels.cuda`` on numba's CUDA simulator, on tiny shapes.
+pytest process, see ``tests/run.sh``) the very same tests run against
+``kernels.cuda`` on numba's CUDA simulator, on tiny shapes; with
+``NUMBA_MLP_TEST_CUDA=1`` they run against ``kernels.cuda`` on a real GPU.
 """
 
 import os
@@ -14,6 +15,9 @@ import numpy as np
 import pytest
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+#: The kernel tests target kernels.cuda on the simulator, or on a real GPU with NUMBA_MLP_TEST_CUDA=1
+#: (bench/gpu_run.sh); otherwise kernels.cpu.
+CUDA_UNDER_TEST = SIMULATOR or os.environ.get("NUMBA_MLP_TEST_CUDA") == "1"
 MNIST_DIR = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 
 #: Tolerances chosen per dtype: float64 results must agree to rounding error;
@@ -74,7 +78,7 @@ class HostOps:
 
 @pytest.fixture(scope="session")
 def under_test():
-    return HostOps("cuda" if SIMULATOR else "cpu")
+    return HostOps("cuda" if CUDA_UNDER_TEST else "cpu")
 
 
 @pytest.fixture(params=[np.float64, np.float32], ids=["float64", "float32"])

@@ -3,8 +3,9 @@
 * In the normal process: every CUDA kernel compiles to PTX for Hopper (sm_90) and
   Ampere (sm_80) in float32 and float64 (``numba.cuda.compile_ptx`` needs no GPU
   and catches typing errors the simulator lets through).
-* In the simulator process (``NUMBA_ENABLE_CUDASIM=1``): the model on
-  ``backend="cuda"`` trains to the cpu backend's weights, per-sample and minibatch.
+* In the simulator process (``NUMBA_ENABLE_CUDASIM=1``, or on a real GPU with
+  ``NUMBA_MLP_TEST_CUDA=1``): the model on ``backend="cuda"`` trains to the cpu
+  backend's weights, per-sample and minibatch.
   (``tests/test_kernels.py`` checks each kernel against the reference there.)
 """
 
@@ -14,7 +15,7 @@ import pkgutil
 import numpy as np
 import pytest
 
-from tests.conftest import SIMULATOR
+from tests.conftest import CUDA_UNDER_TEST, SIMULATOR
 
 cuda_ops = pytest.importorskip("kernels.cuda")
 if cuda_ops.cuda is None:
@@ -102,7 +103,7 @@ def test_importing_kernels_never_needs_a_gpu():
             cuda_ops.require_gpu()
 
 
-simulated = pytest.mark.skipif(not SIMULATOR, reason="runs in the CUDA simulator process")
+simulated = pytest.mark.skipif(not CUDA_UNDER_TEST, reason="runs in the CUDA simulator process (or on a GPU)")
 
 
 @simulated

@@ -9,13 +9,15 @@ import pytest
 import kernels.numpy as reference
 from kernels import layout
 from kernels.activations import ACTIVATIONS
-from tests.conftest import SIMULATOR, poisoned, tolerance
+from tests.conftest import CUDA_UNDER_TEST, SIMULATOR, poisoned, tolerance
 
 # (B, n_in, n_out): batch 1 (the course's matrix-vector product), odd sizes, a
 # size that leaves remainders in every blocking, and the MNIST layer on the CPU.
 LINEAR_SHAPES = [(1, 7, 5), (3, 5, 9), (5, 13, 3), (17, 33, 19)]
 if not SIMULATOR:
     LINEAR_SHAPES += [(1, 784, 128), (16, 70, 31), (130, 784, 128)]
+if CUDA_UNDER_TEST and not SIMULATOR:  # a real GPU: several tiles and a grid-stride loop
+    LINEAR_SHAPES += [(1000, 300, 200)]
 
 ACTIVATION_NAMES = sorted(ACTIVATIONS)
 

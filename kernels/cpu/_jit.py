@@ -18,8 +18,10 @@ FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 #: Decorator of every CPU kernel: compiled once, cached on disk.
 jit = njit(cache=True, fastmath=set(FASTMATH), nogil=True)
 
-#: Decorator of the few kernels that split their work across threads with ``prange``.
-jit_parallel = njit(cache=True, fastmath=set(FASTMATH), nogil=True, parallel=True)
+# No kernel uses ``parallel=True``: numba's on-disk cache can load a cached
+# caller of a parallel function with mismatched code and crash (numba issues
+# #8578 and #10128; seen here as segfaults once several processes had filled
+# the cache). The kernels are ``nogil``, so threads can share work from outside.
 
 #: g(z) and g'(a) of :mod:`kernels.activations`, compiled for the CPU.
 activate_scalar = njit(inline="always", fastmath=set(FASTMATH))(activate)
@@ -35,7 +37,7 @@ def _drop_stale_cache():
     CPU kernels are built from, stored beside the cache, catches that.
     """
     package = pathlib.Path(__file__).resolve().parent
-    sources = sorted(package.glob("*.py")) + [package.parent / "activations.py"]
+    sources = [*sorted(package.glob("*.py")), package.parent / "activations.py"]
     digest = hashlib.sha256(b"".join(path.read_bytes() for path in sources)).hexdigest()
     cache = package / "__pycache__"
     stamp = cache / "kernels-source.sha256"

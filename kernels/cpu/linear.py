@@ -1,7 +1,7 @@
 """Dense layer ``Z = X Wᵀ + b`` and its gradients as ``@njit`` kernels.
 
 Two kernels serve the three products, each running along the contiguous rows
-of its operands, and on all threads for large products:
+of its operands (single-threaded: see the note in :mod:`kernels.cpu._jit`):
 
 * :func:`gemm_nt`, ``C = A Bᵀ`` (the forward pass ``X Wᵀ``): dot products of
   rows, register-blocked; with one row (the course's B = 1) a matrix-vector product;
@@ -9,14 +9,7 @@ of its operands, and on all threads for large products:
   updates ``C[i] += a B[k]``, four rows by four, with nothing transposed.
 """
 
-from numba import prange
-
-from kernels.cpu._jit import jit, jit_parallel
-
-#: Column (or row) chunks of a parallel product, shared out among the threads by numba.
-PARALLEL_CHUNKS = 4
-#: Products of at least this many multiply-adds run on all threads.
-PARALLEL_MIN_WORK = 1 << 21
+from kernels.cpu._jit import jit
 
 
 @jit
@@ -74,21 +67,6 @@ def gemm_nt_columns(A, B, C, j0, j1):
         gemv(B[j0:j1], A[r], C[r, j0:j1])
 
 
-@jit_parallel
-def gemm_nt_parallel(A, B, C):
-    """``C = A Bᵀ`` with the columns of ``C`` (rows of ``B``) in chunks across the threads.
-
-    Each thread then keeps only its share of ``B`` hot in its own cache.
-    """
-    N = B.shape[0]
-    chunks = min(PARALLEL_CHUNKS, max(1, N // 2))
-    share = (N // chunks) // 2 * 2
-    for t in prange(chunks):
-        j0 = t * share
-        j1 = N if t == chunks - 1 else j0 + share
-        gemm_nt_columns(A, B, C, j0, j1)
-
-
 @jit
 def gemm_nt(A, B, C):
     """``C = A Bᵀ``.
@@ -99,10 +77,7 @@ def gemm_nt(A, B, C):
     B : ndarray, shape (N, K), C-contiguous
     C : ndarray, shape (M, N), written in full
     """
-    if A.shape[0] * B.shape[0] * A.shape[1] >= PARALLEL_MIN_WORK:
-        gemm_nt_parallel(A, B, C)
-    else:
-        gemm_nt_columns(A, B, C, 0, B.shape[0])
+    gemm_nt_columns(A, B, C, 0, B.shape[0])
 
 
 @jit
@@ -172,25 +147,10 @@ def gemm_rows(A, B, C, i0, i1, transpose_a):
                 axpy(coefficient, B[kk], C[r])
 
 
-@jit_parallel
-def gemm_rows_parallel(A, B, C, transpose_a):
-    """:func:`gemm_rows` with the rows of C in chunks across the threads."""
-    M = C.shape[0]
-    chunks = min(PARALLEL_CHUNKS, max(1, M // 4))
-    share = (M // chunks) // 4 * 4
-    for t in prange(chunks):
-        i0 = t * share
-        i1 = M if t == chunks - 1 else i0 + share
-        gemm_rows(A, B, C, i0, i1, transpose_a)
-
-
 @jit
 def gemm_nn(A, B, C, transpose_a):
-    """``C = op(A) B``, on all threads for large products (see :func:`gemm_rows`)."""
-    if C.shape[0] * C.shape[1] * B.shape[0] >= PARALLEL_MIN_WORK:
-        gemm_rows_parallel(A, B, C, transpose_a)
-    else:
-        gemm_rows(A, B, C, 0, C.shape[0], transpose_a)
+    """``C = op(A) B`` (see :func:`gemm_rows`)."""
+    gemm_rows(A, B, C, 0, C.shape[0], transpose_a)
 
 
 @jit
