@@ -1,9 +1,7 @@
 """Dense layer ``Z = X Wᵀ + b`` and its gradients as ``@njit`` kernels.
 
 Two kernels serve the three products, each running along the contiguous rows
-of its operands; large products share their rows or columns among threads
-(:mod:`kernels.cpu._threads`), which is why the product entry points are thin
-Python functions around the ``@njit`` kernels:
+of its operands (single-threaded: see the note in :mod:`kernels.cpu._jit`):
 
 * :func:`gemm_nt`, ``C = A Bᵀ`` (the forward pass ``X Wᵀ``): dot products of
   rows, register-blocked; with one row (the course's B = 1) a matrix-vector product;
@@ -12,7 +10,6 @@ Python functions around the ``@njit`` kernels:
 """
 
 from kernels.cpu._jit import jit
-from kernels.cpu._threads import split_run
 
 
 @jit
@@ -70,8 +67,9 @@ def gemm_nt_columns(A, B, C, j0, j1):
         gemv(B[j0:j1], A[r], C[r, j0:j1])
 
 
+@jit
 def gemm_nt(A, B, C):
-    """``C = A Bᵀ``, the columns of C shared among threads for large products.
+    """``C = A Bᵀ``.
 
     Parameters
     ----------
@@ -79,9 +77,7 @@ def gemm_nt(A, B, C):
     B : ndarray, shape (N, K), C-contiguous
     C : ndarray, shape (M, N), written in full
     """
-    M, K = A.shape
-    N = B.shape[0]
-    split_run(gemm_nt_columns, (A, B, C), N, 2, M * N * K)
+    gemm_nt_columns(A, B, C, 0, B.shape[0])
 
 
 @jit
@@ -91,7 +87,7 @@ def _coefficient(A, i, k, transpose_a):
 
 
 @jit
-def gemm_rows(A, B, C, transpose_a, i0, i1):
+def gemm_rows(A, B, C, i0, i1, transpose_a):
     """``C[i0:i1] = op(A)[i0:i1] B`` by row updates ``C[i] += op(A)[i, k] B[k]``.
 
     ``op(A)`` is ``Aᵀ`` when ``transpose_a`` (A stored (K, M)), else A (M, K);
@@ -151,10 +147,10 @@ def gemm_rows(A, B, C, transpose_a, i0, i1):
                 axpy(coefficient, B[kk], C[r])
 
 
+@jit
 def gemm_nn(A, B, C, transpose_a):
-    """``C = op(A) B`` (see :func:`gemm_rows`), the rows of C shared among threads for large products."""
-    M, N = C.shape
-    split_run(gemm_rows, (A, B, C, transpose_a), M, 4, M * N * B.shape[0])
+    """``C = op(A) B`` (see :func:`gemm_rows`)."""
+    gemm_rows(A, B, C, 0, C.shape[0], transpose_a)
 
 
 @jit
@@ -201,22 +197,6 @@ def axpy(alpha, x, y):
 
 
 @jit
-def add_bias(Z, b):
-    """``Z += b`` on every row."""
-    for i in range(Z.shape[0]):
-        for j in range(Z.shape[1]):
-            Z[i, j] += b[j]
-
-
-@jit
-def column_sums(dZ, out):
-    """``out = Σ_rows dZ``."""
-    out[:] = 0
-    for i in range(dZ.shape[0]):
-        for j in range(dZ.shape[1]):
-            out[j] += dZ[i, j]
-
-
 def linear_forward(X, W, b, out):
     """Affine map of a batch: ``out = X Wᵀ + b``.
 
@@ -229,19 +209,24 @@ def linear_forward(X, W, b, out):
         Written in full.
     """
     gemm_nt(X, W, out)
-    add_bias(out, b)
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            out[i, j] += b[j]
 
 
+@jit
 def weight_gradient(dZ, X, dW):
     """``dW = dZᵀ X``: (n_out, n_in) from dZ (B, n_out) and X (B, n_in)."""
     gemm_nn(dZ, X, dW, True)
 
 
+@jit
 def input_gradient(dZ, W, dX):
     """``dX = dZ W``: (B, n_in) from dZ (B, n_out) and W (n_out, n_in)."""
     gemm_nn(dZ, W, dX, False)
 
 
+@jit
 def linear_backward(dZ, X, W, dW, db, dX):
     """Gradients of a dense layer given the upstream gradient ``dZ = ∂l/∂Z``.
 
@@ -260,6 +245,9 @@ def linear_backward(dZ, X, W, dW, db, dX):
         Written in full; ``None`` skips it (first layer).
     """
     weight_gradient(dZ, X, dW)
-    column_sums(dZ, db)
+    db[:] = 0
+    for i in range(dZ.shape[0]):
+        for j in range(dZ.shape[1]):
+            db[j] += dZ[i, j]
     if dX is not None:
         input_gradient(dZ, W, dX)

@@ -1,24 +1,16 @@
-"""Whole-network ops on the CPU.
+"""Whole-network ops as fused ``@njit`` kernels.
 
 References: :mod:`kernels.numpy.network` (same names, same arguments, the
 composition of the unfused ops). See there for the shared arguments.
-
-* ``sgd_epoch`` (the course's per-sample SGD) is one fused ``@njit`` kernel.
-* The batch ops (``mlp_forward``, ``mlp_backward``, ``minibatch_step``,
-  ``evaluate``, ``predict_proba``) are short Python sequences of ``@njit``
-  kernels with the bias, activation and loss work fused into a few passes, so
-  that their large products can share out among threads (:mod:`kernels.cpu._threads`).
 """
 
 import math
 
 import numpy as np
 
-from kernels import layout
 from kernels.activations import IDENTITY
 from kernels.cpu._jit import activate_scalar, derivative_scalar, jit
-from kernels.cpu.activations import activation_backward
-from kernels.cpu.linear import axpy, column_sums, gemm_nt, gemv, input_gradient, weight_gradient
+from kernels.cpu.linear import axpy, gemm_nt, gemv, input_gradient, weight_gradient
 from kernels.cpu.sgd import sgd_update
 from kernels.cpu.softmax import row_log_sum_exp, softmax, softmax_cross_entropy_backward
 
@@ -53,7 +45,7 @@ def offsets(sizes, batch):
 
 
 @jit
-def bias_activation(Z, b, code):
+def _bias_activation(Z, b, code):
     """Epilogue of a forward product: ``Z = g(Z + b)`` in place."""
     for i in range(Z.shape[0]):
         for j in range(Z.shape[1]):
@@ -61,42 +53,6 @@ def bias_activation(Z, b, code):
 
 
 @jit
-def gather_rows(X, rows, out):
-    """``out[i] = X[rows[i]]``."""
-    for i in range(rows.shape[0]):
-        out[i] = X[rows[i]]
-
-
-@jit
-def loss_sum(Z, y, rows):
-    """``Σ_i -log softmax(Z_i)_{y[rows[i]]}`` from the logits ``Z`` (B, K)."""
-    total = 0.0
-    for i in range(Z.shape[0]):
-        m, log_s = row_log_sum_exp(Z[i])
-        total += m + log_s - Z[i, y[rows[i]]]
-    return total
-
-
-@jit
-def loss_and_correct(Z, y):
-    """``(Σ_i loss_i, number of rows whose arg-max is y_i)`` from the logits ``Z`` (B, K)."""
-    total = 0.0
-    correct = 0
-    for i in range(Z.shape[0]):
-        m, log_s = row_log_sum_exp(Z[i])
-        total += m + log_s - Z[i, y[i]]
-        correct += np.argmax(Z[i]) == y[i]
-    return total, correct
-
-
-def _split(work, sizes, batch):
-    n_acts = layout.activation_count(sizes, batch)
-    n_params = layout.param_count(sizes)
-    inputs = work[2 * n_acts + n_params:2 * n_acts + n_params + batch * int(sizes[0])]
-    return (work[:n_acts], work[n_acts:2 * n_acts], work[2 * n_acts:2 * n_acts + n_params],
-            inputs.reshape(batch, int(sizes[0])))
-
-
 def mlp_forward(theta, sizes, activation, X, acts):
     """Forward pass of a batch; bias and activation fused into each product's epilogue.
 
@@ -106,15 +62,31 @@ def mlp_forward(theta, sizes, activation, X, acts):
     acts : ndarray, shape (>= layout.activation_count(sizes, B),)
         Receives ``A_1 .. A_L``; ``A_L`` are the logits.
     """
-    params = layout.param_views(theta, sizes)
-    outputs = layout.activation_views(acts, sizes, X.shape[0])
-    inputs = X
-    for l, ((W, b), A) in enumerate(zip(params, outputs)):
-        gemm_nt(inputs, W, A)
-        bias_activation(A, b, IDENTITY if l == len(params) - 1 else activation)
-        inputs = A
+    batch = X.shape[0]
+    last = sizes.shape[0] - 2
+    w_off, b_off, a_off, _, _ = offsets(sizes, batch)
+    for l in range(last + 1):
+        n_in = sizes[l]
+        n_out = sizes[l + 1]
+        W = theta[w_off[l]:b_off[l]].reshape((n_out, n_in))
+        b = theta[b_off[l]:b_off[l] + n_out]
+        A = acts[a_off[l]:a_off[l] + batch * n_out].reshape((batch, n_out))
+        if l == 0:
+            gemm_nt(X, W, A)
+        else:
+            gemm_nt(acts[a_off[l - 1]:a_off[l]].reshape((batch, n_in)), W, A)
+        _bias_activation(A, b, IDENTITY if l == last else activation)
 
 
+@jit
+def _bias_gradient(dZ, db):
+    db[:] = 0
+    for i in range(dZ.shape[0]):
+        for j in range(dZ.shape[1]):
+            db[j] += dZ[i, j]
+
+
+@jit
 def mlp_backward(theta, sizes, activation, X, y, acts, deltas, grad):
     """Backpropagation of the mean cross-entropy of a batch, after :func:`mlp_forward`.
 
@@ -130,21 +102,48 @@ def mlp_backward(theta, sizes, activation, X, y, acts, deltas, grad):
         Receives the gradient, laid out like ``theta``.
     """
     batch = X.shape[0]
-    params = layout.param_views(theta, sizes)
-    grads = layout.param_views(grad, sizes)
-    outputs = layout.activation_views(acts, sizes, batch)
-    dZs = layout.activation_views(deltas, sizes, batch)
-    softmax_cross_entropy_backward(outputs[-1], y, dZs[-1])
-    for l in range(len(params) - 1, -1, -1):
-        dW, db = grads[l]
-        weight_gradient(dZs[l], X if l == 0 else outputs[l - 1], dW)
-        column_sums(dZs[l], db)
-        if l > 0:
-            input_gradient(dZs[l], params[l][0], dZs[l - 1])
-            activation_backward(outputs[l - 1], dZs[l - 1], activation, dZs[l - 1])
+    last = sizes.shape[0] - 2
+    w_off, b_off, a_off, _, _ = offsets(sizes, batch)
+    n_classes = sizes[last + 1]
+    span = batch * n_classes
+    softmax_cross_entropy_backward(
+        acts[a_off[last]:a_off[last] + span].reshape((batch, n_classes)),
+        y,
+        deltas[a_off[last]:a_off[last] + span].reshape((batch, n_classes)),
+    )
+    for l in range(last, -1, -1):
+        n_in = sizes[l]
+        n_out = sizes[l + 1]
+        dZ = deltas[a_off[l]:a_off[l] + batch * n_out].reshape((batch, n_out))
+        dW = grad[w_off[l]:b_off[l]].reshape((n_out, n_in))
+        _bias_gradient(dZ, grad[b_off[l]:b_off[l] + n_out])
+        if l == 0:
+            weight_gradient(dZ, X, dW)
+            continue
+        A_prev = acts[a_off[l - 1]:a_off[l]].reshape((batch, n_in))
+        dA_prev = deltas[a_off[l - 1]:a_off[l]].reshape((batch, n_in))
+        weight_gradient(dZ, A_prev, dW)
+        input_gradient(dZ, theta[w_off[l]:b_off[l]].reshape((n_out, n_in)), dA_prev)
+        for i in range(batch):
+            for k in range(n_in):
+                dA_prev[i, k] *= derivative_scalar(A_prev[i, k], activation)
 
 
-def minibatch_step(theta, sizes, activation, X, y, batch, lr, work, loss_sum_out):
+@jit
+def _logits_loss_sum(acts, sizes, a_off, y, batch):
+    """``Σ_i -log softmax(logits_i)_{y_i}`` of the logits stored at the end of ``acts``."""
+    last = sizes.shape[0] - 2
+    n_classes = sizes[last + 1]
+    total = 0.0
+    for i in range(batch):
+        z = acts[a_off[last] + i * n_classes:a_off[last] + (i + 1) * n_classes]
+        m, log_s = row_log_sum_exp(z)
+        total += m + log_s - z[y[i]]
+    return total
+
+
+@jit
+def minibatch_step(theta, sizes, activation, X, y, batch, lr, work, loss_sum):
     """One SGD step on the mean loss of the samples ``batch``: forward, backward, update.
 
     Parameters
@@ -154,15 +153,22 @@ def minibatch_step(theta, sizes, activation, X, y, batch, lr, work, loss_sum_out
     batch : ndarray of int64, shape (B,)
     lr : float
     work : ndarray, shape (>= layout.workspace_size(sizes, B),)
-    loss_sum_out : ndarray of float64, shape (1,)
-        ``loss_sum_out[0] +=`` the batch's summed loss, before the update.
+    loss_sum : ndarray of float64, shape (1,)
+        ``loss_sum[0] +=`` the batch's summed loss, before the update.
     """
     n = batch.shape[0]
-    acts, deltas, grad, Xb = _split(work, sizes, n)
-    gather_rows(X, batch, Xb)
-    yb = y[batch]
+    n_in = X.shape[1]
+    Xb = np.empty((n, n_in), X.dtype)
+    yb = np.empty(n, np.int64)
+    for i in range(n):
+        Xb[i] = X[batch[i]]
+        yb[i] = y[batch[i]]
+    _, _, a_off, n_params, n_acts = offsets(sizes, n)
+    acts = work[:n_acts]
+    deltas = work[n_acts:2 * n_acts]
+    grad = work[2 * n_acts:2 * n_acts + n_params]
     mlp_forward(theta, sizes, activation, Xb, acts)
-    loss_sum_out[0] += loss_sum(layout.activation_views(acts, sizes, n)[-1], y, batch)
+    loss_sum[0] += _logits_loss_sum(acts, sizes, a_off, yb, n)
     mlp_backward(theta, sizes, activation, Xb, yb, acts, deltas, grad)
     sgd_update(theta, grad, lr)
 
@@ -345,6 +351,7 @@ def sgd_epoch_variant(theta, sizes, activation, X, y, order, lr, work, loss_sum,
     loss_sum[0] += total
 
 
+@jit
 def evaluate(theta, sizes, activation, X, y, work, stats):
     """Loss and accuracy counts of a batch.
 
@@ -358,13 +365,21 @@ def evaluate(theta, sizes, activation, X, y, work, stats):
         correct arg-max predictions.
     """
     n = X.shape[0]
-    acts = work[:layout.activation_count(sizes, n)]
+    last = sizes.shape[0] - 2
+    n_classes = sizes[last + 1]
+    _, _, a_off, _, n_acts = offsets(sizes, n)
+    acts = work[:n_acts]
     mlp_forward(theta, sizes, activation, X, acts)
-    total, correct = loss_and_correct(layout.activation_views(acts, sizes, n)[-1], y)
-    stats[0] += total
+    stats[0] += _logits_loss_sum(acts, sizes, a_off, y, n)
+    correct = 0
+    for i in range(n):
+        z = acts[a_off[last] + i * n_classes:a_off[last] + (i + 1) * n_classes]
+        if np.argmax(z) == y[i]:
+            correct += 1
     stats[1] += correct
 
 
+@jit
 def predict_proba(theta, sizes, activation, X, work, probs):
     """Class probabilities ``softmax(logits)`` of a batch.
 
@@ -376,6 +391,8 @@ def predict_proba(theta, sizes, activation, X, work, probs):
         Written in full.
     """
     n = X.shape[0]
-    acts = work[:layout.activation_count(sizes, n)]
-    mlp_forward(theta, sizes, activation, X, acts)
-    softmax(layout.activation_views(acts, sizes, n)[-1], probs)
+    last = sizes.shape[0] - 2
+    n_classes = sizes[last + 1]
+    _, _, a_off, _, n_acts = offsets(sizes, n)
+    mlp_forward(theta, sizes, activation, X, work[:n_acts])
+    softmax(work[a_off[last]:a_off[last] + n * n_classes].reshape((n, n_classes)), probs)
