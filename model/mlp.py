@@ -7,6 +7,7 @@ moves arrays, orders samples and keeps the bookkeeping.
 import contextlib
 import os
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -75,27 +76,35 @@ class _InterruptFlag:
 
 
 class _Progress:
-    """One line per epoch, refreshed in place at most every half second when verbose."""
+    """One line per epoch; within long epochs, the share done, refreshed in place on a terminal
+    (every half second) or as a plain line elsewhere (every ten seconds, so that logs stay readable)."""
+
+    TERMINAL_INTERVAL = 0.5
+    LOG_INTERVAL = 10.0
 
     def __init__(self, verbose, epochs, total):
         self.verbose = verbose
         self.epochs = epochs
         self.total = total
-        self.last = 0.0
+        self.terminal = verbose and sys.stdout.isatty()
+        self.interval = self.TERMINAL_INTERVAL if self.terminal else self.LOG_INTERVAL
+        self.last = time.perf_counter()
 
     def update(self, epoch, done):
         now = time.perf_counter()
-        if self.verbose and now - self.last > 0.5:
+        if self.verbose and done < self.total and now - self.last > self.interval:
             self.last = now
-            print(f"\repoch {epoch}/{self.epochs}  {100 * done // self.total:3d}%", end="", flush=True)
+            text = f"epoch {epoch}/{self.epochs}  {100 * done // self.total:3d}%"
+            print("\r" + text if self.terminal else text, end="" if self.terminal else "\n", flush=True)
 
     def epoch_end(self, epoch, history):
         if not self.verbose:
             return
-        line = f"\repoch {epoch}/{self.epochs}  train loss {history.train_loss[-1]:.4f}"
+        self.last = time.perf_counter()
+        line = f"epoch {epoch}/{self.epochs}  train loss {history.train_loss[-1]:.4f}"
         if history.val_loss[-1] is not None:
             line += f"  val loss {history.val_loss[-1]:.4f}  val acc {history.val_accuracy[-1]:.4f}"
-        print(line + f"  {history.seconds[-1]:.2f}s", flush=True)
+        print(("\r" if self.terminal else "") + line + f"  {history.seconds[-1]:.2f}s", flush=True)
 
 
 class MLP:

@@ -257,3 +257,16 @@ def test_cuda_backend_without_gpu_says_how_to_get_one():
         pytest.skip("a GPU is present")
     with pytest.raises(RuntimeError, match="NUMBA_ENABLE_CUDASIM"):
         MLP([3, 2], backend="cuda")
+
+
+def test_verbose_shows_progress_within_long_epochs(digits, capsys, monkeypatch):
+    import model.mlp as mlp_module
+
+    monkeypatch.setattr(mlp_module._Progress, "LOG_INTERVAL", 0.0)
+    net = MLP([64, 16, 10], backend="cpu", seed=0)
+    net._chunk = 16
+    monkeypatch.setattr(mlp_module, "CHUNK_SECONDS", 1e-9)  # keep the chunks small: many progress points
+    net.fit(digits[0], digits[1], epochs=1, verbose=True)
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("epoch 1/1") and line.endswith("%") for line in lines)
+    assert lines[-1].startswith("epoch 1/1  train loss")
