@@ -52,6 +52,31 @@ if cuda is not None:
     activate_device = cuda.jit(device=True, inline=True)(activate)
     derivative_device = cuda.jit(device=True, inline=True)(derivative)
 
+    @cuda.jit(device=True, inline=True)
+    def block_sum(buffer, tid, size):
+        """Tree-sum ``buffer[:size]`` in shared memory (``size`` a power of two); every thread of
+        the block calls it after writing its element; returns the total."""
+        cuda.syncthreads()
+        stride = size // 2
+        while stride > 0:
+            if tid < stride:
+                buffer[tid] += buffer[tid + stride]
+            cuda.syncthreads()
+            stride //= 2
+        return buffer[0]
+
+    @cuda.jit(device=True, inline=True)
+    def block_max(buffer, tid, size):
+        """:func:`block_sum` for the maximum."""
+        cuda.syncthreads()
+        stride = size // 2
+        while stride > 0:
+            if tid < stride:
+                buffer[tid] = max(buffer[tid], buffer[tid + stride])
+            cuda.syncthreads()
+            stride //= 2
+        return buffer[0]
+
 
 def grid_for(n_items, threads=THREADS):
     """Blocks for a grid-stride loop over ``n_items`` (at least 1, at most MAX_BLOCKS)."""

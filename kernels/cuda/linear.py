@@ -28,6 +28,7 @@ from kernels.cuda._launch import (
     TILE_PAD,
     TILE_THREADS,
     activate_device,
+    block_sum,
     cuda,
     derivative_device,
     grid_for,
@@ -140,15 +141,9 @@ if cuda is not None:
                 b = B[j, k] if transpose_b else B[k, j]
                 acc += a * b
             partial[tid] = acc
-            cuda.syncthreads()
-            stride = THREADS // 2
-            while stride > 0:
-                if tid < stride:
-                    partial[tid] += partial[tid + stride]
-                cuda.syncthreads()
-                stride //= 2
+            total = block_sum(partial, tid, THREADS)
             if tid == 0:
-                C[i, j] = epilogue_value(partial[0], i, j, epilogue, code, vec, gate)
+                C[i, j] = epilogue_value(total, i, j, epilogue, code, vec, gate)
             cuda.syncthreads()
 
 

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from kernels.cuda._launch import ROW_THREADS, cuda, grid_for
+from kernels.cuda._launch import ROW_THREADS, block_max, block_sum, cuda, grid_for
 
 SOFTMAX = 0  # out = softmax(Z)
 LOSSES = 1  # losses[i] = -log softmax(Z_i)_{y_i}
@@ -34,27 +34,13 @@ if cuda is not None:
             for k in range(tid, n_classes, ROW_THREADS):
                 m = max(m, Z[i, k])
             reduce[tid] = m
-            cuda.syncthreads()
-            stride = ROW_THREADS // 2
-            while stride > 0:
-                if tid < stride:
-                    reduce[tid] = max(reduce[tid], reduce[tid + stride])
-                cuda.syncthreads()
-                stride //= 2
-            m = reduce[0]
-            cuda.syncthreads()
+            m = block_max(reduce, tid, ROW_THREADS)
+            cuda.syncthreads()  # everyone has read the max before the buffer is reused
             s = 0.0
             for k in range(tid, n_classes, ROW_THREADS):
                 s += math.exp(Z[i, k] - m)
             reduce[tid] = s
-            cuda.syncthreads()
-            stride = ROW_THREADS // 2
-            while stride > 0:
-                if tid < stride:
-                    reduce[tid] += reduce[tid + stride]
-                cuda.syncthreads()
-                stride //= 2
-            shift = m + math.log(reduce[0])
+            shift = m + math.log(block_sum(reduce, tid, ROW_THREADS))
             correct = True
             if mode == EVALUATE and tid == 0:
                 for k in range(n_classes):
