@@ -33,8 +33,9 @@ def _drop_stale_cache():
 
     numba checks a cached function only against its *own* file; a kernel that
     calls a changed kernel of another file would load stale machine code (seen
-    here as a segfault after editing ``linear.py``). A hash of every source the
-    CPU kernels are built from, stored beside the cache, catches that.
+    here: after an edit of ``linear.py``, ``network.py``'s cached kernels still
+    ran the old products). A hash of every source the CPU kernels are built
+    from, stored beside the cache, catches that.
     """
     package = pathlib.Path(__file__).resolve().parent
     sources = [*sorted(package.glob("*.py")), package.parent / "activations.py"]
