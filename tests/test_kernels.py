@@ -265,3 +265,19 @@ def test_sgd_epoch_chunks_compose(under_test, rng):
                                             outputs=[0, 8])
     np.testing.assert_allclose(halves, whole, rtol=1e-12)
     np.testing.assert_allclose(half_loss, whole_loss, rtol=1e-12)
+
+
+@pytest.mark.skipif(SIMULATOR, reason="too large for the simulator")
+@pytest.mark.parametrize("batch", [64, 130])
+def test_minibatch_step_large_enough_to_share_among_threads(under_test, rng, dtype, batch):
+    """Products above the parallel threshold are cut into ranges: the result must not change."""
+    sizes, theta, X, y = random_network(rng, [301, 66, 10], dtype, 400)
+    order = rng.permutation(400)[:batch]
+    work_size = layout.workspace_size(sizes, batch)
+    expected, expected_loss = theta.copy(), np.zeros(1)
+    reference.minibatch_step(expected, sizes, ACTIVATIONS["relu"], X, y, order, 0.05, np.empty(work_size, dtype),
+                             expected_loss)
+    got, got_loss = under_test.call("minibatch_step", theta, sizes, ACTIVATIONS["relu"], X, y, order, 0.05,
+                                    poisoned(work_size, dtype), np.zeros(1), outputs=[0, 8])
+    np.testing.assert_allclose(got, expected, **tolerance(dtype))
+    np.testing.assert_allclose(got_loss, expected_loss, **tolerance(dtype))

@@ -18,10 +18,11 @@ FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 #: Decorator of every CPU kernel: compiled once, cached on disk.
 jit = njit(cache=True, fastmath=set(FASTMATH), nogil=True)
 
-# No kernel uses ``parallel=True``: numba's on-disk cache can load a cached
-# caller of a parallel function with mismatched code and crash (numba issues
-# #8578 and #10128; seen here as segfaults once several processes had filled
-# the cache). The kernels are ``nogil``, so threads can share work from outside.
+#: Decorator of the one parallel kernel (``network.minibatch_step``). No cached kernel may call a
+#: parallel one: numba's cache can then load mismatched code and crash (numba issues #8578 and
+#: #10128; seen here as segfaults once several processes had filled the cache), so parallel
+#: kernels are entry points, called from Python only.
+jit_parallel = njit(cache=True, fastmath=set(FASTMATH), nogil=True, parallel=True)
 
 #: g(z) and g'(a) of :mod:`kernels.activations`, compiled for the CPU.
 activate_scalar = njit(inline="always", fastmath=set(FASTMATH))(activate)

@@ -93,19 +93,32 @@ def gemm_rows(A, B, C, i0, i1, transpose_a):
     ``op(A)`` is ``Aᵀ`` when ``transpose_a`` (A stored (K, M)), else A (M, K);
     B is (K, N), C is (M, N). Four rows of C take four rows of B at a time, so
     each pass over a row of C does 16 multiply-adds per element loaded and
-    stored; the loop along the rows vectorises.
+    stored; the loop along the rows vectorises. The reduction runs in blocks of
+    :data:`K_BLOCK` rows of B, which then stay in cache across the rows of C
+    (for ``dW = dZᵀ X`` with a large batch, X itself would not).
     """
     K = B.shape[0]
     for i in range(i0, i1):
         C[i, :] = 0
+    for k_start in range(0, K, K_BLOCK):
+        _gemm_rows_block(A, B, C, i0, i1, transpose_a, k_start, min(K, k_start + K_BLOCK))
+
+
+#: Rows of B (the reduction) taken per pass over C in :func:`gemm_rows`, so that they stay in cache.
+K_BLOCK = 128
+
+
+@jit
+def _gemm_rows_block(A, B, C, i0, i1, transpose_a, k_start, k_stop):
+    """``C[i0:i1] += op(A)[i0:i1, k_start:k_stop] B[k_start:k_stop]``; see :func:`gemm_rows`."""
     i = i0
     while i + 4 <= i1:
         C0 = C[i]
         C1 = C[i + 1]
         C2 = C[i + 2]
         C3 = C[i + 3]
-        k = 0
-        while k + 4 <= K:
+        k = k_start
+        while k + 4 <= k_stop:
             b0 = B[k]
             b1 = B[k + 1]
             b2 = B[k + 2]
@@ -136,12 +149,12 @@ def gemm_rows(A, B, C, i0, i1, transpose_a):
                 C2[n] += a20 * x0 + a21 * x1 + a22 * x2 + a23 * x3
                 C3[n] += a30 * x0 + a31 * x1 + a32 * x2 + a33 * x3
             k += 4
-        for kk in range(k, K):
+        for kk in range(k, k_stop):
             for r in range(4):
                 axpy(_coefficient(A, i + r, kk, transpose_a), B[kk], C[i + r])
         i += 4
     for r in range(i, i1):
-        for kk in range(K):
+        for kk in range(k_start, k_stop):
             coefficient = _coefficient(A, r, kk, transpose_a)
             if coefficient != 0:  # exact: rows of zeros (inactive ReLU units) add nothing
                 axpy(coefficient, B[kk], C[r])

@@ -7,10 +7,11 @@ composition of the unfused ops). See there for the shared arguments.
 import math
 
 import numpy as np
+from numba import prange
 
 from kernels.activations import IDENTITY
-from kernels.cpu._jit import activate_scalar, derivative_scalar, jit
-from kernels.cpu.linear import axpy, gemm_nt, gemv, input_gradient, weight_gradient
+from kernels.cpu._jit import activate_scalar, derivative_scalar, jit, jit_parallel
+from kernels.cpu.linear import axpy, gemm_nt, gemm_nt_columns, gemm_rows, gemv, input_gradient, weight_gradient
 from kernels.cpu.sgd import sgd_update
 from kernels.cpu.softmax import row_log_sum_exp, softmax, softmax_cross_entropy_backward
 
@@ -142,9 +143,29 @@ def _logits_loss_sum(acts, sizes, a_off, y, batch):
     return total
 
 
+#: Products of at least this many multiply-adds are shared among threads in ``minibatch_step``.
+PARALLEL_MIN_WORK = 1 << 20
+#: Column (or row) ranges such a product is cut into; numba shares them among its threads.
+PARALLEL_CHUNKS = 4
+
+
 @jit
+def chunk(n, t, align):
+    """Range ``t`` of :data:`PARALLEL_CHUNKS` ranges covering ``[0, n)``, starting at multiples of ``align``."""
+    share = (n // PARALLEL_CHUNKS) // align * align
+    start = t * share
+    return start, (n if t == PARALLEL_CHUNKS - 1 else start + share)
+
+
+@jit_parallel
 def minibatch_step(theta, sizes, activation, X, y, batch, lr, work, loss_sum):
     """One SGD step on the mean loss of the samples ``batch``: forward, backward, update.
+
+    The same passes as :func:`mlp_forward` and :func:`mlp_backward`, written
+    out here because the large products are cut into column (forward) or row
+    (backward) ranges shared among threads with ``prange``. This is the only
+    parallel kernel, and no other kernel calls it: numba's cache can crash when a
+    cached function calls a parallel one (numba issues #8578, #10128).
 
     Parameters
     ----------
@@ -157,19 +178,55 @@ def minibatch_step(theta, sizes, activation, X, y, batch, lr, work, loss_sum):
         ``loss_sum[0] +=`` the batch's summed loss, before the update.
     """
     n = batch.shape[0]
-    n_in = X.shape[1]
-    Xb = np.empty((n, n_in), X.dtype)
+    last = sizes.shape[0] - 2
+    w_off, b_off, a_off, n_params, n_acts = offsets(sizes, n)
+    acts = work[:n_acts]
+    deltas = work[n_acts:2 * n_acts]
+    grad = work[2 * n_acts:2 * n_acts + n_params]
+    Xb = work[2 * n_acts + n_params:2 * n_acts + n_params + n * sizes[0]].reshape((n, sizes[0]))
     yb = np.empty(n, np.int64)
     for i in range(n):
         Xb[i] = X[batch[i]]
         yb[i] = y[batch[i]]
-    _, _, a_off, n_params, n_acts = offsets(sizes, n)
-    acts = work[:n_acts]
-    deltas = work[n_acts:2 * n_acts]
-    grad = work[2 * n_acts:2 * n_acts + n_params]
-    mlp_forward(theta, sizes, activation, Xb, acts)
+    # Forward: A_l = g(A_{l-1} W_lᵀ + b_l), the columns of each product in ranges.
+    for l in range(last + 1):
+        n_in = sizes[l]
+        n_out = sizes[l + 1]
+        W = theta[w_off[l]:b_off[l]].reshape((n_out, n_in))
+        A = acts[a_off[l]:a_off[l] + n * n_out].reshape((n, n_out))
+        inputs = Xb if l == 0 else acts[a_off[l - 1]:a_off[l]].reshape((n, n_in))
+        if n * n_in * n_out >= PARALLEL_MIN_WORK:
+            for t in prange(PARALLEL_CHUNKS):
+                j0, j1 = chunk(n_out, t, 2)
+                gemm_nt_columns(inputs, W, A, j0, j1)
+        else:
+            gemm_nt_columns(inputs, W, A, 0, n_out)
+        _bias_activation(A, theta[b_off[l]:b_off[l] + n_out], IDENTITY if l == last else activation)
     loss_sum[0] += _logits_loss_sum(acts, sizes, a_off, yb, n)
-    mlp_backward(theta, sizes, activation, Xb, yb, acts, deltas, grad)
+    n_classes = sizes[last + 1]
+    span = n * n_classes
+    softmax_cross_entropy_backward(acts[a_off[last]:a_off[last] + span].reshape((n, n_classes)), yb,
+                                   deltas[a_off[last]:a_off[last] + span].reshape((n, n_classes)))
+    # Backward: dW_l = dZ_lᵀ A_{l-1} in row ranges, db_l, dZ_{l-1} = (dZ_l W_l) g'(A_{l-1}).
+    for l in range(last, -1, -1):
+        n_in = sizes[l]
+        n_out = sizes[l + 1]
+        dZ = deltas[a_off[l]:a_off[l] + n * n_out].reshape((n, n_out))
+        dW = grad[w_off[l]:b_off[l]].reshape((n_out, n_in))
+        inputs = Xb if l == 0 else acts[a_off[l - 1]:a_off[l]].reshape((n, n_in))
+        if n * n_in * n_out >= PARALLEL_MIN_WORK:
+            for t in prange(PARALLEL_CHUNKS):
+                i0, i1 = chunk(n_out, t, 4)
+                gemm_rows(dZ, inputs, dW, i0, i1, True)
+        else:
+            gemm_rows(dZ, inputs, dW, 0, n_out, True)
+        _bias_gradient(dZ, grad[b_off[l]:b_off[l] + n_out])
+        if l > 0:
+            dA_prev = deltas[a_off[l - 1]:a_off[l]].reshape((n, n_in))
+            input_gradient(dZ, theta[w_off[l]:b_off[l]].reshape((n_out, n_in)), dA_prev)
+            for i in range(n):
+                for k in range(n_in):
+                    dA_prev[i, k] *= derivative_scalar(inputs[i, k], activation)
     sgd_update(theta, grad, lr)
 
 
