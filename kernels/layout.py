@@ -77,3 +77,16 @@ def activation_views(acts, sizes, batch):
 def workspace_size(sizes, batch):
     """Length of the work buffer ``[acts | deltas | grad | inputs]`` for ``batch`` samples."""
     return 2 * activation_count(sizes, batch) + param_count(sizes) + int(batch) * int(sizes[0])
+
+
+def workspace_views(work, sizes, batch):
+    """``(acts, deltas, grad, inputs)`` views into a work buffer; ``inputs`` is ``(batch, n_0)``.
+
+    Works for NumPy arrays and numba device arrays alike.
+    """
+    n_acts = activation_count(sizes, batch)
+    n_params = param_count(sizes)
+    n_inputs = int(batch) * int(sizes[0])
+    start = 2 * n_acts + n_params
+    return (work[:n_acts], work[n_acts:2 * n_acts], work[2 * n_acts:start],
+            work[start:start + n_inputs].reshape(int(batch), int(sizes[0])))

@@ -209,19 +209,11 @@ def mlp_backward(theta, sizes, activation, X, y, acts, deltas, grad):
     _backward_layers(theta, sizes, activation, X, acts, deltas, grad, batch)
 
 
-def _split(work, sizes, batch):
-    n_acts = layout.activation_count(sizes, batch)
-    n_params = layout.param_count(sizes)
-    inputs = work[2 * n_acts + n_params:2 * n_acts + n_params + batch * sizes[0]]
-    return (work[:n_acts], work[n_acts:2 * n_acts], work[2 * n_acts:2 * n_acts + n_params],
-            inputs.reshape(batch, sizes[0]))
-
-
 def minibatch_step(theta, sizes, activation, X, y, batch, lr, work, loss_sum):
     """One SGD step on the samples ``batch`` in 3L + 2 launches; see the reference."""
     sizes = _sizes(sizes)
     n = batch.shape[0]
-    acts, deltas, grad, Xb = _split(work, sizes, n)
+    acts, deltas, grad, Xb = layout.workspace_views(work, sizes, n)
     gather_rows[grid_for(Xb.size), THREADS](X, batch, Xb)
     mlp_forward(theta, sizes, activation, Xb, acts)
     logits = layout.activation_views(acts, sizes, n)[-1]
@@ -236,7 +228,7 @@ def sgd_epoch(theta, sizes, activation, X, y, order, lr, work, loss_sum):
     sizes = _sizes(sizes)
     if order.shape[0] == 0:
         return
-    acts, deltas, _, _ = _split(work, sizes, 1)
+    acts, deltas, _, _ = layout.workspace_views(work, sizes, 1)
     with warnings.catch_warnings():
         # One block on purpose: the samples are sequential, and the block walks them all.
         warnings.filterwarnings("ignore", message="Grid size 1 will likely result in GPU under-utilization")

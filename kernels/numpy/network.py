@@ -27,14 +27,6 @@ from kernels.numpy.sgd import sgd_update
 from kernels.numpy.softmax import cross_entropy, softmax, softmax_cross_entropy_backward
 
 
-def _split(work, sizes, batch):
-    n_acts = layout.activation_count(sizes, batch)
-    acts = work[:n_acts]
-    deltas = work[n_acts:2 * n_acts]
-    grad = work[2 * n_acts:2 * n_acts + layout.param_count(sizes)]
-    return acts, deltas, grad
-
-
 def mlp_forward(theta, sizes, activation, X, acts):
     """Forward pass of a batch: ``A_l = g(A_{l-1} W_lᵀ + b_l)``, identity on the last layer.
 
@@ -102,7 +94,7 @@ def minibatch_step(theta, sizes, activation, X, y, batch, lr, work, loss_sum):
     Xb = X[batch]
     yb = y[batch]
     n = batch.shape[0]
-    acts, deltas, grad = _split(work, sizes, n)
+    acts, deltas, grad, _ = layout.workspace_views(work, sizes, n)
     mlp_forward(theta, sizes, activation, Xb, acts)
     logits = layout.activation_views(acts, sizes, n)[-1]
     losses = np.empty(n, dtype=theta.dtype)
@@ -138,7 +130,7 @@ def evaluate(theta, sizes, activation, X, y, work, stats):
         samples whose arg-max logit equals the label.
     """
     n = X.shape[0]
-    acts, _, _ = _split(work, sizes, n)
+    acts = layout.workspace_views(work, sizes, n)[0]
     mlp_forward(theta, sizes, activation, X, acts)
     logits = layout.activation_views(acts, sizes, n)[-1]
     losses = np.empty(n, dtype=theta.dtype)
@@ -157,6 +149,6 @@ def predict_proba(theta, sizes, activation, X, work, probs):
         Written in full; rows sum to 1.
     """
     n = X.shape[0]
-    acts, _, _ = _split(work, sizes, n)
+    acts = layout.workspace_views(work, sizes, n)[0]
     mlp_forward(theta, sizes, activation, X, acts)
     softmax(layout.activation_views(acts, sizes, n)[-1], probs)
