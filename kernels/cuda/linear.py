@@ -48,6 +48,24 @@ if cuda is not None:
             return value * derivative_device(gate[i, j], code)
         return value
 
+    @cuda.jit(device=True, inline=True)
+    def load_tile_element(tile, src, k_major, k0, K, o0, O, idx):
+        """Element ``idx`` of the shared tile ``tile[kk, oo] = op(src)[k0 + kk, o0 + oo]`` (zero outside).
+
+        ``src`` is stored (K, O) when ``k_major``, else (O, K); consecutive ``idx``
+        walk its contiguous axis, so a warp's loads are coalesced.
+        """
+        if k_major:
+            oo = idx % TILE
+            kk = idx // TILE
+            inside = k0 + kk < K and o0 + oo < O
+            tile[kk, oo] = src[k0 + kk, o0 + oo] if inside else tile.dtype.type(0)
+        else:
+            kk = idx % TILE_K
+            oo = idx // TILE_K
+            inside = k0 + kk < K and o0 + oo < O
+            tile[kk, oo] = src[o0 + oo, k0 + kk] if inside else tile.dtype.type(0)
+
     @cuda.jit(cache=True)
     def matmul_tiled(A, B, C, transpose_a, transpose_b, epilogue, code, vec, gate):
         """``C = op(A) op(B)`` (M, N) with the epilogue; a block per TILE × TILE tile.
@@ -80,26 +98,8 @@ if cuda is not None:
             for k0 in range(0, K, TILE_K):
                 for e in range(_LOADS):
                     idx = t + e * _BLOCK
-                    if transpose_a:
-                        mm = idx % TILE
-                        kk = idx // TILE
-                        inside = k0 + kk < K and m0 + mm < M
-                        sA[kk, mm] = A[k0 + kk, m0 + mm] if inside else zero
-                    else:
-                        kk = idx % TILE_K
-                        mm = idx // TILE_K
-                        inside = k0 + kk < K and m0 + mm < M
-                        sA[kk, mm] = A[m0 + mm, k0 + kk] if inside else zero
-                    if transpose_b:
-                        kk = idx % TILE_K
-                        nn = idx // TILE_K
-                        inside = k0 + kk < K and n0 + nn < N
-                        sB[kk, nn] = B[n0 + nn, k0 + kk] if inside else zero
-                    else:
-                        nn = idx % TILE
-                        kk = idx // TILE
-                        inside = k0 + kk < K and n0 + nn < N
-                        sB[kk, nn] = B[k0 + kk, n0 + nn] if inside else zero
+                    load_tile_element(sA, A, transpose_a, k0, K, m0, M, idx)
+                    load_tile_element(sB, B, not transpose_b, k0, K, n0, N, idx)
                 cuda.syncthreads()
                 for kk in range(TILE_K):
                     for r in range(TILE_OUTPUTS):
