@@ -10,7 +10,8 @@ import pytest
 
 from bench.conftest import N_SAMPLES, all_backends, check_against_reference, make_runner, require_backend
 
-WORKLOADS = [("mnist", 1), ("dense", 1), ("mnist", 32), ("mnist", 128), ("mnist", 1024), ("mnist", 8192)]
+WORKLOADS = [("mnist", 1), ("dense", 1), ("mnist", 32), ("mnist", 128), ("mnist", 1024), ("mnist", 8192),
+             ("dense", 128), ("dense", 1024)]
 
 
 @pytest.mark.parametrize("backend", all_backends())

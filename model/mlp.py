@@ -143,7 +143,7 @@ class MLP:
         self._sizes = layout.as_sizes(self.layer_sizes)
         self._rng = np.random.default_rng(seed)
         self._theta = self._backend.to_device(self._initial_theta())
-        self._chunk = 256  # samples per call of the per-sample epoch op, adapted as it runs
+        self._chunk = 256  # samples per call of an epoch op, adapted as it runs
 
     # ----------------------------------------------------------------- state
     @property
@@ -379,27 +379,26 @@ class MLP:
         return history
 
     def _epoch(self, X_dev, y_dev, order_dev, lr, batch_size, work, loss_sum, interrupt=None, progress=None):
-        """One pass over ``order_dev`` with the backend's fused ops; all arrays on the backend's device.
+        """One pass over ``order_dev`` with the backend's fused epoch ops; all arrays on the backend's device.
 
-        Per-sample SGD runs in chunks sized to take about ``CHUNK_SECONDS`` each, so
-        that ``interrupt`` (checked between chunks and batches) and ``progress``
+        The op runs in chunks of whole batches sized to take about ``CHUNK_SECONDS``
+        each, so that ``interrupt`` (checked between chunks) and ``progress``
         respond quickly. ``loss_sum[0]`` accumulates the per-sample losses.
         """
         ops = self._backend.ops
         n = order_dev.shape[0]
         done = 0
         while done < n and not (interrupt is not None and interrupt.raised):
+            stop = min(n, done + max(self._chunk // batch_size, 1) * batch_size)
+            started = time.perf_counter()
             if batch_size == 1:
-                stop = min(n, done + self._chunk)
-                started = time.perf_counter()
                 ops.sgd_epoch(self._theta, self._sizes, self._activation, X_dev, y_dev, order_dev[done:stop], lr,
                               work, loss_sum)
-                elapsed = max(time.perf_counter() - started, 1e-6)
-                self._chunk = int(min(max(self._chunk * CHUNK_SECONDS / elapsed, 16), 2 * self._chunk, 65536))
             else:
-                stop = min(n, done + batch_size)
-                ops.minibatch_step(self._theta, self._sizes, self._activation, X_dev, y_dev, order_dev[done:stop],
-                                   lr, work, loss_sum)
+                ops.minibatch_epoch(self._theta, self._sizes, self._activation, X_dev, y_dev, order_dev[done:stop],
+                                    batch_size, lr, work, loss_sum)
+            elapsed = max(time.perf_counter() - started, 1e-6)
+            self._chunk = int(min(max((stop - done) * CHUNK_SECONDS / elapsed, 16), 2 * self._chunk, 1 << 20))
             done = stop
             if progress is not None:
                 progress(done)

@@ -32,7 +32,8 @@ def tolerance(dtype):
     return TOLERANCES[np.dtype(dtype)]
 
 
-NETWORK_OPS = {"mlp_forward", "mlp_backward", "minibatch_step", "sgd_epoch", "evaluate", "predict_proba"}
+NETWORK_OPS = {"mlp_forward", "mlp_backward", "minibatch_step", "minibatch_epoch", "sgd_epoch", "evaluate",
+               "predict_proba"}
 
 
 class HostOps:

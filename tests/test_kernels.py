@@ -267,6 +267,63 @@ def test_sgd_epoch_chunks_compose(under_test, rng):
     np.testing.assert_allclose(half_loss, whole_loss, rtol=1e-12)
 
 
+def minibatch_epoch_case(rng, sizes, dtype, n_samples, density):
+    """A network, data with about ``density`` non-zero inputs, and an order whose last batch is short."""
+    sizes, theta, X, y = random_network(rng, sizes, dtype, n_samples)
+    X[rng.random(X.shape) >= density] = 0
+    order = np.concatenate([rng.permutation(n_samples), rng.permutation(n_samples)[:2]])
+    return sizes, theta, X, y, order
+
+
+def expected_minibatch_epoch(theta, sizes, code, X, y, order, batch_size, lr):
+    expected, expected_loss = theta.copy(), np.zeros(1)
+    reference.minibatch_epoch(expected, sizes, code, X, y, order, batch_size, lr,
+                              np.empty(layout.workspace_size(sizes, batch_size), theta.dtype), expected_loss)
+    return expected, expected_loss
+
+
+@pytest.mark.parametrize("sizes", NETWORKS, ids=str)
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+@pytest.mark.parametrize("density", [0.2, 1.0], ids=["sparse", "dense"])
+def test_minibatch_epoch_matches_steps(under_test, rng, dtype, sizes, activation, density):
+    """The fused minibatch epoch against one reference step per batch, on sparse and dense inputs."""
+    if SIMULATOR and (len(sizes) != 3 or activation != "relu" or density != 1.0):
+        pytest.skip("one case on the simulator: the CUDA op is a loop of minibatch_step, tested on its own")
+    sizes, theta, X, y, order = minibatch_epoch_case(rng, sizes, dtype, 8, density)
+    code = ACTIVATIONS[activation]
+    expected, expected_loss = expected_minibatch_epoch(theta, sizes, code, X, y, order, 4, 0.1)
+    got, got_loss = under_test.call("minibatch_epoch", theta, sizes, code, X, y, order, 4, 0.1,
+                                    poisoned(layout.workspace_size(sizes, 4), dtype), np.zeros(1), outputs=[0, 9])
+    np.testing.assert_allclose(got, expected, **tolerance(dtype))
+    np.testing.assert_allclose(got_loss, expected_loss, **tolerance(dtype))
+
+
+def test_minibatch_epoch_rejects_an_empty_batch_size(under_test, rng):
+    sizes, theta, X, y, order = minibatch_epoch_case(rng, [5, 3], np.float64, 6, 1.0)
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+        under_test.call("minibatch_epoch", theta, sizes, 1, X, y, order, 0, 0.1,
+                        np.empty(layout.workspace_size(sizes, 1)), np.zeros(1))
+
+
+@pytest.mark.skipif(CUDA_UNDER_TEST, reason="the CPU kernel's paths and thread counts")
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("max_density", [-1.0, 2.0], ids=["dense-path", "sparse-path"])
+@pytest.mark.parametrize("density", [0.2, 1.0], ids=["sparse-data", "dense-data"])
+def test_minibatch_epoch_paths_and_threads(rng, dtype, threads, max_density, density):
+    """Each first-layer path of the CPU kernel, on either kind of data, shared among 1-3 threads, large
+    enough to go parallel, gives the reference's weights."""
+    from kernels.cpu.network import minibatch_epoch_variant
+
+    sizes, theta, X, y, order = minibatch_epoch_case(rng, [301, 66, 20, 10], dtype, 400, density)
+    code = ACTIVATIONS["relu"]
+    expected, expected_loss = expected_minibatch_epoch(theta, sizes, code, X, y, order, 130, 0.05)
+    got, got_loss = theta.copy(), np.zeros(1)
+    minibatch_epoch_variant(got, sizes, code, X, y, order, 130, 0.05,
+                            poisoned(layout.workspace_size(sizes, 130), dtype), got_loss, threads, max_density)
+    np.testing.assert_allclose(got, expected, **tolerance(dtype))
+    np.testing.assert_allclose(got_loss, expected_loss, **tolerance(dtype))
+
+
 @pytest.mark.skipif(SIMULATOR, reason="too large for the simulator")
 @pytest.mark.parametrize("batch", [64, 130])
 def test_minibatch_step_large_enough_to_share_among_threads(under_test, rng, dtype, batch):

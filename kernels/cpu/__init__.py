@@ -9,6 +9,7 @@ from kernels.cpu.activations import activation_backward, activation_forward
 from kernels.cpu.linear import linear_backward, linear_forward
 from kernels.cpu.network import (
     evaluate,
+    minibatch_epoch,
     minibatch_step,
     mlp_backward,
     mlp_forward,
@@ -25,6 +26,7 @@ __all__ = [
     "evaluate",
     "linear_backward",
     "linear_forward",
+    "minibatch_epoch",
     "minibatch_step",
     "mlp_backward",
     "mlp_forward",

@@ -81,27 +81,31 @@ def gemm_nt(A, B, C):
 
 
 @jit
-def _coefficient(A, i, k, transpose_a):
-    """``op(A)[i, k]``."""
-    return A[k, i] if transpose_a else A[i, k]
+def _coefficient(A, i, k, transpose_a, alpha):
+    """``alpha op(A)[i, k]``."""
+    return alpha * (A[k, i] if transpose_a else A[i, k])
 
 
 @jit
-def gemm_rows(A, B, C, i0, i1, transpose_a):
-    """``C[i0:i1] = op(A)[i0:i1] B`` by row updates ``C[i] += op(A)[i, k] B[k]``.
+def gemm_rows(A, B, C, i0, i1, transpose_a, alpha, accumulate):
+    """``C[i0:i1] (+)= alpha op(A)[i0:i1] B`` by row updates ``C[i] += alpha op(A)[i, k] B[k]``.
 
     ``op(A)`` is ``Aᵀ`` when ``transpose_a`` (A stored (K, M)), else A (M, K);
-    B is (K, N), C is (M, N). Four rows of C take four rows of B at a time, so
-    each pass over a row of C does 16 multiply-adds per element loaded and
-    stored; the loop along the rows vectorises. The reduction runs in blocks of
-    :data:`K_BLOCK` rows of B, which then stay in cache across the rows of C
-    (for ``dW = dZᵀ X`` with a large batch, X itself would not).
+    B is (K, N), C is (M, N); C is zeroed first unless ``accumulate`` (with
+    ``alpha = -η`` and ``accumulate``, an SGD update of C without storing the
+    gradient). Four rows of C take four rows of B at a time, so each pass over
+    a row of C does 16 multiply-adds per element loaded and stored; the loop
+    along the rows vectorises. The reduction runs in blocks of :data:`K_BLOCK`
+    rows of B, which then stay in cache across the rows of C (for
+    ``dW = dZᵀ X`` with a large batch, X itself would not).
     """
     K = B.shape[0]
-    for i in range(i0, i1):
-        C[i, :] = 0
+    if not accumulate:
+        for i in range(i0, i1):
+            C[i, :] = 0
+    scale = C.dtype.type(alpha)
     for k_start in range(0, K, K_BLOCK):
-        _gemm_rows_block(A, B, C, i0, i1, transpose_a, k_start, min(K, k_start + K_BLOCK))
+        _gemm_rows_block(A, B, C, i0, i1, transpose_a, scale, k_start, min(K, k_start + K_BLOCK))
 
 
 #: Rows of B (the reduction) taken per pass over C in :func:`gemm_rows`, so that they stay in cache.
@@ -109,8 +113,8 @@ K_BLOCK = 128
 
 
 @jit
-def _gemm_rows_block(A, B, C, i0, i1, transpose_a, k_start, k_stop):
-    """``C[i0:i1] += op(A)[i0:i1, k_start:k_stop] B[k_start:k_stop]``; see :func:`gemm_rows`."""
+def _gemm_rows_block(A, B, C, i0, i1, transpose_a, alpha, k_start, k_stop):
+    """``C[i0:i1] += alpha op(A)[i0:i1, k_start:k_stop] B[k_start:k_stop]``; see :func:`gemm_rows`."""
     i = i0
     while i + 4 <= i1:
         C0 = C[i]
@@ -123,22 +127,22 @@ def _gemm_rows_block(A, B, C, i0, i1, transpose_a, k_start, k_stop):
             b1 = B[k + 1]
             b2 = B[k + 2]
             b3 = B[k + 3]
-            a00 = _coefficient(A, i, k, transpose_a)
-            a01 = _coefficient(A, i, k + 1, transpose_a)
-            a02 = _coefficient(A, i, k + 2, transpose_a)
-            a03 = _coefficient(A, i, k + 3, transpose_a)
-            a10 = _coefficient(A, i + 1, k, transpose_a)
-            a11 = _coefficient(A, i + 1, k + 1, transpose_a)
-            a12 = _coefficient(A, i + 1, k + 2, transpose_a)
-            a13 = _coefficient(A, i + 1, k + 3, transpose_a)
-            a20 = _coefficient(A, i + 2, k, transpose_a)
-            a21 = _coefficient(A, i + 2, k + 1, transpose_a)
-            a22 = _coefficient(A, i + 2, k + 2, transpose_a)
-            a23 = _coefficient(A, i + 2, k + 3, transpose_a)
-            a30 = _coefficient(A, i + 3, k, transpose_a)
-            a31 = _coefficient(A, i + 3, k + 1, transpose_a)
-            a32 = _coefficient(A, i + 3, k + 2, transpose_a)
-            a33 = _coefficient(A, i + 3, k + 3, transpose_a)
+            a00 = _coefficient(A, i, k, transpose_a, alpha)
+            a01 = _coefficient(A, i, k + 1, transpose_a, alpha)
+            a02 = _coefficient(A, i, k + 2, transpose_a, alpha)
+            a03 = _coefficient(A, i, k + 3, transpose_a, alpha)
+            a10 = _coefficient(A, i + 1, k, transpose_a, alpha)
+            a11 = _coefficient(A, i + 1, k + 1, transpose_a, alpha)
+            a12 = _coefficient(A, i + 1, k + 2, transpose_a, alpha)
+            a13 = _coefficient(A, i + 1, k + 3, transpose_a, alpha)
+            a20 = _coefficient(A, i + 2, k, transpose_a, alpha)
+            a21 = _coefficient(A, i + 2, k + 1, transpose_a, alpha)
+            a22 = _coefficient(A, i + 2, k + 2, transpose_a, alpha)
+            a23 = _coefficient(A, i + 2, k + 3, transpose_a, alpha)
+            a30 = _coefficient(A, i + 3, k, transpose_a, alpha)
+            a31 = _coefficient(A, i + 3, k + 1, transpose_a, alpha)
+            a32 = _coefficient(A, i + 3, k + 2, transpose_a, alpha)
+            a33 = _coefficient(A, i + 3, k + 3, transpose_a, alpha)
             for n in range(B.shape[1]):
                 x0 = b0[n]
                 x1 = b1[n]
@@ -151,11 +155,11 @@ def _gemm_rows_block(A, B, C, i0, i1, transpose_a, k_start, k_stop):
             k += 4
         for kk in range(k, k_stop):
             for r in range(4):
-                axpy(_coefficient(A, i + r, kk, transpose_a), B[kk], C[i + r])
+                axpy(_coefficient(A, i + r, kk, transpose_a, alpha), B[kk], C[i + r])
         i += 4
     for r in range(i, i1):
         for kk in range(k_start, k_stop):
-            coefficient = _coefficient(A, r, kk, transpose_a)
+            coefficient = _coefficient(A, r, kk, transpose_a, alpha)
             if coefficient != 0:  # exact: rows of zeros (inactive ReLU units) add nothing
                 axpy(coefficient, B[kk], C[r])
 
@@ -163,7 +167,7 @@ def _gemm_rows_block(A, B, C, i0, i1, transpose_a, k_start, k_stop):
 @jit
 def gemm_nn(A, B, C, transpose_a):
     """``C = op(A) B`` (see :func:`gemm_rows`)."""
-    gemm_rows(A, B, C, 0, C.shape[0], transpose_a)
+    gemm_rows(A, B, C, 0, C.shape[0], transpose_a, 1.0, False)
 
 
 @jit

@@ -6,13 +6,13 @@ composition of the unfused ops). See there for the shared arguments.
 
 import math
 
+import numba
 import numpy as np
-from numba import prange
+from numba import get_num_threads, prange
 
 from kernels.activations import IDENTITY
 from kernels.cpu._jit import activate_scalar, derivative_scalar, jit, jit_parallel
-from kernels.cpu.linear import axpy, gemm_nt, gemm_nt_columns, gemm_rows, gemv, input_gradient, weight_gradient
-from kernels.cpu.sgd import sgd_update
+from kernels.cpu.linear import axpy, gemm_nt, gemm_rows, gemv, input_gradient, weight_gradient
 from kernels.cpu.softmax import row_log_sum_exp, softmax, softmax_cross_entropy_backward
 
 
@@ -143,29 +143,323 @@ def _logits_loss_sum(acts, sizes, a_off, y, batch):
     return total
 
 
-#: Products of at least this many multiply-adds are shared among threads in ``minibatch_step``.
-PARALLEL_MIN_WORK = 1 << 20
-#: Column (or row) ranges such a product is cut into; numba shares them among its threads.
-PARALLEL_CHUNKS = 4
+#: :func:`minibatch_epoch` takes the sparse first-layer path when at most this fraction of the
+#: inputs is non-zero (MNIST: 0.19); measured in ``bench/test_minibatch_ablation.py``.
+SPARSE_MAX_DENSITY = 0.5
+#: Rows of ``order`` whose inputs :func:`minibatch_epoch` samples to choose its first-layer path.
+DENSITY_SAMPLE = 256
+#: A minibatch step is shared among threads when its first layer takes at least this many multiply-adds.
+PARALLEL_MIN_WORK = 1 << 19
 
 
 @jit
-def chunk(n, t, align):
-    """Range ``t`` of :data:`PARALLEL_CHUNKS` ranges covering ``[0, n)``, starting at multiples of ``align``."""
-    share = (n // PARALLEL_CHUNKS) // align * align
+def chunk(n, t, n_chunks, align):
+    """Range ``t`` of ``n_chunks`` ranges covering ``[0, n)``, starting at multiples of ``align``."""
+    share = (n // n_chunks) // align * align
     start = t * share
-    return start, (n if t == PARALLEL_CHUNKS - 1 else start + share)
+    return start, (n if t == n_chunks - 1 else start + share)
+
+
+@jit
+def row_block(flat, offset, n_cols, r0, r1):
+    """Rows ``[r0, r1)`` of the (·, n_cols) matrix stored in ``flat`` from ``offset``, as a C-contiguous view."""
+    return flat[offset + r0 * n_cols:offset + r1 * n_cols].reshape((r1 - r0, n_cols))
+
+
+@jit
+def input_density(X, rows):
+    """Fraction of non-zero entries in ``X[rows]``."""
+    nonzero = 0
+    for i in rows:
+        x = X[i]
+        for k in range(x.shape[0]):
+            nonzero += x[k] != 0
+    return nonzero / max(rows.shape[0] * X.shape[1], 1)
+
+
+@jit
+def sparse_rows_product(X, rows, features, counts, W1T, Z, r0, r1):
+    """``Z[i] = Σ_t x_k W_1ᵀ[k]`` over the listed features ``k = features[i, t]`` of ``x = X[rows[i]]``.
+
+    For the rows ``i`` in ``[r0, r1)``; ``W_1ᵀ`` is (n_0, n_1), Z (B, n_1). Four
+    rows of ``W_1ᵀ`` per pass over ``Z[i]``.
+    """
+    for i in range(r0, r1):
+        x = X[rows[i]]
+        z = Z[i]
+        z[:] = 0
+        listed = features[i]
+        count = counts[i]
+        t = 0
+        while t + 4 <= count:
+            w0 = W1T[listed[t]]
+            w1 = W1T[listed[t + 1]]
+            w2 = W1T[listed[t + 2]]
+            w3 = W1T[listed[t + 3]]
+            c0 = x[listed[t]]
+            c1 = x[listed[t + 1]]
+            c2 = x[listed[t + 2]]
+            c3 = x[listed[t + 3]]
+            for j in range(z.shape[0]):
+                z[j] += c0 * w0[j] + c1 * w1[j] + c2 * w2[j] + c3 * w3[j]
+            t += 4
+        for u in range(t, count):
+            axpy(x[listed[u]], W1T[listed[u]], z)
+
+
+@jit
+def sparse_rows_update(X, rows, features, counts, G, W1T, k0, k1, alpha, entry_row, entry_value):
+    """``W_1ᵀ[k] += alpha Σ_i x_ik G[i]`` over the listed features ``k`` in ``[k0, k1)`` of ``x_i = X[rows[i]]``.
+
+    With ``alpha = -η`` and ``G = δ_1`` (B, n_1), the first layer's SGD update
+    restricted to the inputs ``[k0, k1)``, touching only the rows of ``W_1ᵀ`` of
+    non-zero inputs. The (sample, feature) pairs are first sorted by feature
+    (a counting sort into ``entry_row``/``entry_value`` from position
+    ``k0 B``), so that each row of ``W_1ᵀ`` is read and written once, taking
+    four samples per pass. Threads take disjoint feature ranges: whole rows
+    of ``W_1ᵀ``, and disjoint parts of the entry arrays.
+    """
+    n = rows.shape[0]
+    start = np.zeros(k1 - k0 + 1, np.int64)  # start[k - k0]: first entry of feature k
+    first = np.empty(n, np.int64)
+    stop = np.empty(n, np.int64)
+    for i in range(n):
+        listed = features[i, :counts[i]]
+        first[i] = np.searchsorted(listed, k0)
+        stop[i] = np.searchsorted(listed, k1)
+        for t in range(first[i], stop[i]):
+            start[listed[t] - k0 + 1] += 1
+    start[0] = k0 * n
+    for k in range(1, k1 - k0 + 1):
+        start[k] += start[k - 1]
+    for i in range(n):
+        x = X[rows[i]]
+        listed = features[i]
+        for t in range(first[i], stop[i]):
+            slot = listed[t] - k0
+            e = start[slot]
+            entry_row[e] = i
+            entry_value[e] = alpha * x[listed[t]]
+            start[slot] = e + 1
+    # start[k - k0] now ends feature k; feature k begins where feature k - 1 ends.
+    e = k0 * n
+    for k in range(k0, k1):
+        end = start[k - k0]
+        w = W1T[k]
+        while e + 4 <= end:
+            g0 = G[entry_row[e]]
+            g1 = G[entry_row[e + 1]]
+            g2 = G[entry_row[e + 2]]
+            g3 = G[entry_row[e + 3]]
+            c0 = entry_value[e]
+            c1 = entry_value[e + 1]
+            c2 = entry_value[e + 2]
+            c3 = entry_value[e + 3]
+            for j in range(w.shape[0]):
+                w[j] += c0 * g0[j] + c1 * g1[j] + c2 * g2[j] + c3 * g3[j]
+            e += 4
+        while e < end:
+            axpy(entry_value[e], G[entry_row[e]], w)
+            e += 1
+
+
+@jit
+def _rows_pass(theta, sizes, activation, X, y, rows, W1T, features, counts, work, r0, r1):
+    """Forward and backward passes of the rows ``[r0, r1)`` of a batch; returns their summed loss.
+
+    Fills, for those rows, ``A_l`` in the workspace's activations and
+    ``δ_l = ∂(mean loss)/∂Z_l`` in its deltas, every layer, reading the first
+    layer's weights from ``W_1ᵀ``: sparse (over each sample's listed non-zero
+    ``features``, which this pass lists) when ``features`` has rows, else dense
+    (the inputs gathered into the workspace). Rows are independent here, so
+    threads share a batch by row ranges.
+    """
+    n = rows.shape[0]
+    last = sizes.shape[0] - 2
+    n0 = sizes[0]
+    n1 = sizes[1]
+    w_off, b_off, a_off, n_params, n_acts = offsets(sizes, n)
+    acts = work[:n_acts]
+    deltas = work[n_acts:2 * n_acts]
+    Z1 = row_block(acts, 0, n1, 0, n)
+    if features.shape[0] > 0:
+        for i in range(r0, r1):
+            x = X[rows[i]]
+            counts[i] = nonzero_union(x, x, features[i])
+        sparse_rows_product(X, rows, features, counts, W1T, Z1, r0, r1)
+    else:
+        inputs = row_block(work, 2 * n_acts + n_params, n0, 0, n)
+        for i in range(r0, r1):
+            inputs[i] = X[rows[i]]
+        gemm_rows(inputs, W1T, Z1, r0, r1, False, 1.0, False)
+    for l in range(last + 1):
+        n_out = sizes[l + 1]
+        A = row_block(acts, a_off[l], n_out, r0, r1)
+        if l > 0:
+            n_in = sizes[l]
+            gemm_nt(row_block(acts, a_off[l - 1], n_in, r0, r1), theta[w_off[l]:b_off[l]].reshape((n_out, n_in)), A)
+        _bias_activation(A, theta[b_off[l]:b_off[l] + n_out], IDENTITY if l == last else activation)
+    # Loss and output delta (softmax(z) - onehot(y)) / B.
+    logits = row_block(acts, a_off[last], sizes[last + 1], r0, r1)
+    d_out = row_block(deltas, a_off[last], sizes[last + 1], r0, r1)
+    inv_batch = 1.0 / n
+    total = 0.0
+    for r in range(r1 - r0):
+        z = logits[r]
+        m, log_s = row_log_sum_exp(z)
+        label = y[rows[r0 + r]]
+        total += m + log_s - z[label]
+        for k in range(z.shape[0]):
+            d_out[r, k] = math.exp(z[k] - m - log_s) * inv_batch
+        d_out[r, label] -= inv_batch
+    # δ_{l-1} = (δ_l W_l) g'(A_{l-1}).
+    for l in range(last, 0, -1):
+        n_in = sizes[l]
+        n_out = sizes[l + 1]
+        A_prev = row_block(acts, a_off[l - 1], n_in, r0, r1)
+        d_prev = row_block(deltas, a_off[l - 1], n_in, r0, r1)
+        input_gradient(row_block(deltas, a_off[l], n_out, r0, r1), theta[w_off[l]:b_off[l]].reshape((n_out, n_in)),
+                       d_prev)
+        for r in range(r1 - r0):
+            for k in range(n_in):
+                d_prev[r, k] *= derivative_scalar(A_prev[r, k], activation)
+    return total
+
+
+@jit
+def _bias_step(dZ, b, j0, j1, lr):
+    """``b[j] -= η Σ_i dZ[i, j]`` for ``j`` in ``[j0, j1)``."""
+    total = np.zeros(j1 - j0, dZ.dtype)
+    for i in range(dZ.shape[0]):
+        row = dZ[i, j0:j1]
+        for j in range(j1 - j0):
+            total[j] += row[j]
+    step = b.dtype.type(lr)
+    for j in range(j1 - j0):
+        b[j0 + j] -= step * total[j]
+
+
+@jit
+def _update_pass(theta, sizes, X, rows, W1T, features, counts, entry_row, entry_value, work, lr, t, n_chunks):
+    """SGD update of range ``t`` of ``n_chunks`` of every layer's weights, after :func:`_rows_pass`.
+
+    ``W_l -= η δ_lᵀ A_{l-1}`` without storing the gradient; the first layer in
+    ``W_1ᵀ`` by ranges of input features (sparse: only the rows of listed
+    features), the others by ranges of units. Ranges are disjoint, so threads share them.
+    """
+    n = rows.shape[0]
+    last = sizes.shape[0] - 2
+    n0 = sizes[0]
+    n1 = sizes[1]
+    w_off, b_off, a_off, n_params, n_acts = offsets(sizes, n)
+    acts = work[:n_acts]
+    deltas = work[n_acts:2 * n_acts]
+    d1 = row_block(deltas, 0, n1, 0, n)
+    k0, k1 = chunk(n0, t, n_chunks, 4)
+    if features.shape[0] > 0:
+        sparse_rows_update(X, rows, features, counts, d1, W1T, k0, k1, -lr, entry_row, entry_value)
+    else:
+        gemm_rows(row_block(work, 2 * n_acts + n_params, n0, 0, n), d1, W1T, k0, k1, True, -lr, True)
+    j0, j1 = chunk(n1, t, n_chunks, 4)
+    _bias_step(d1, theta[b_off[0]:b_off[0] + n1], j0, j1, lr)
+    for l in range(1, last + 1):
+        n_in = sizes[l]
+        n_out = sizes[l + 1]
+        d = row_block(deltas, a_off[l], n_out, 0, n)
+        j0, j1 = chunk(n_out, t, n_chunks, 4)
+        gemm_rows(d, row_block(acts, a_off[l - 1], n_in, 0, n), theta[w_off[l]:b_off[l]].reshape((n_out, n_in)),
+                  j0, j1, True, -lr, True)
+        _bias_step(d, theta[b_off[l]:b_off[l] + n_out], j0, j1, lr)
+
+
+def minibatch_epoch(theta, sizes, activation, X, y, order, batch_size, lr, work, loss_sum):
+    """Minibatch SGD over ``order``: one step per ``batch_size`` consecutive samples (the last may be short).
+
+    The steps of :func:`kernels.numpy.network.minibatch_step`, arranged for speed:
+
+    * the first layer works on a transposed copy ``W_1ᵀ`` (n_0, n_1) for the
+      whole call, written back at the end, so that both its product and its
+      update are row operations ``z += x_k W_1ᵀ[k]``, ``W_1ᵀ[k] -= η x_k δ``;
+    * on sparse inputs (at most :data:`SPARSE_MAX_DENSITY` non-zero, judged on the
+      first :data:`DENSITY_SAMPLE` samples) those row operations run over each
+      sample's non-zero features only, exactly; dense inputs take register-blocked
+      products;
+    * each step is two parallel passes (when it is large enough): the forward
+      and backward passes by row ranges of the batch (:func:`_rows_pass`), then
+      the updates by disjoint ranges of each layer's units (:func:`_update_pass`),
+      written straight into ``theta`` without storing a gradient.
+
+    This is the only parallel kernel, and no other kernel calls it: numba's
+    cache can crash when a cached function calls a parallel one (numba issues
+    #8578, #10128).
+
+    Parameters
+    ----------
+    X : ndarray, shape (N, n_0)
+    y : ndarray of int64, shape (N,)
+    order : ndarray of int64, shape (n,)
+    batch_size : int, >= 1
+    lr : float
+    work : ndarray, shape (>= layout.workspace_size(sizes, batch_size),)
+    loss_sum : ndarray of float64, shape (1,)
+        ``loss_sum[0] +=`` each sample's loss, before the update of its step.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    minibatch_epoch_variant(theta, sizes, activation, X, y, order, batch_size, lr, work, loss_sum,
+                            parallel_threads(), SPARSE_MAX_DENSITY)
+
+
+def parallel_threads():
+    """Threads :func:`minibatch_epoch` shares a step among: numba's thread count, but 1 under numba's
+    ``workqueue`` threading layer (no OpenMP or TBB found), whose parallel regions cost ~150 µs each
+    here, more than they save on a step."""
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel kernel has run yet in this process
+        return get_num_threads()
+    return 1 if layer == "workqueue" else get_num_threads()
 
 
 @jit_parallel
-def minibatch_step(theta, sizes, activation, X, y, batch, lr, work, loss_sum):
-    """One SGD step on the mean loss of the samples ``batch``: forward, backward, update.
+def minibatch_epoch_variant(theta, sizes, activation, X, y, order, batch_size, lr, work, loss_sum,
+                            threads, max_density):
+    """:func:`minibatch_epoch` on ``threads`` threads, sparse when the input density is at most
+    ``max_density`` (-1: never; 2: always); ``bench/test_minibatch_ablation.py`` compares them.
+    The thread count is an argument because a compiled kernel that reads it from numba cannot be cached.
+    """
+    n0 = sizes[0]
+    n1 = sizes[1]
+    W1 = theta[:n1 * n0].reshape((n1, n0))
+    W1T = np.ascontiguousarray(W1.T)
+    density = input_density(X, order[:DENSITY_SAMPLE])
+    sparse = density <= max_density
+    features = np.empty((batch_size if sparse else 0, n0), np.int32)
+    counts = np.empty(batch_size, np.int64)
+    entry_row = np.empty(features.size, np.int32)
+    entry_value = np.empty(features.size, theta.dtype)
+    chunk_losses = np.zeros(threads)
+    total = 0.0
+    for start in range(0, order.shape[0], batch_size):
+        rows = order[start:min(start + batch_size, order.shape[0])]
+        n = rows.shape[0]
+        n_chunks = threads if n * n0 * n1 * (density if sparse else 1.0) >= PARALLEL_MIN_WORK else 1
+        if n_chunks == 1:
+            total += _rows_pass(theta, sizes, activation, X, y, rows, W1T, features, counts, work, 0, n)
+            _update_pass(theta, sizes, X, rows, W1T, features, counts, entry_row, entry_value, work, lr, 0, 1)
+            continue
+        for t in prange(n_chunks):
+            r0, r1 = chunk(n, t, n_chunks, 4)
+            chunk_losses[t] = _rows_pass(theta, sizes, activation, X, y, rows, W1T, features, counts, work, r0, r1)
+        for t in prange(n_chunks):
+            _update_pass(theta, sizes, X, rows, W1T, features, counts, entry_row, entry_value, work, lr, t, n_chunks)
+        total += chunk_losses[:n_chunks].sum()
+    W1[:] = W1T.T
+    loss_sum[0] += total
 
-    The same passes as :func:`mlp_forward` and :func:`mlp_backward`, written
-    out here because the large products are cut into column (forward) or row
-    (backward) ranges shared among threads with ``prange``. This is the only
-    parallel kernel, and no other kernel calls it: numba's cache can crash when a
-    cached function calls a parallel one (numba issues #8578, #10128).
+
+def minibatch_step(theta, sizes, activation, X, y, batch, lr, work, loss_sum):
+    """One SGD step on the mean loss of the samples ``batch``: :func:`minibatch_epoch` over that one batch.
 
     Parameters
     ----------
@@ -177,57 +471,7 @@ def minibatch_step(theta, sizes, activation, X, y, batch, lr, work, loss_sum):
     loss_sum : ndarray of float64, shape (1,)
         ``loss_sum[0] +=`` the batch's summed loss, before the update.
     """
-    n = batch.shape[0]
-    last = sizes.shape[0] - 2
-    w_off, b_off, a_off, n_params, n_acts = offsets(sizes, n)
-    acts = work[:n_acts]
-    deltas = work[n_acts:2 * n_acts]
-    grad = work[2 * n_acts:2 * n_acts + n_params]
-    Xb = work[2 * n_acts + n_params:2 * n_acts + n_params + n * sizes[0]].reshape((n, sizes[0]))
-    yb = np.empty(n, np.int64)
-    for i in range(n):
-        Xb[i] = X[batch[i]]
-        yb[i] = y[batch[i]]
-    # Forward: A_l = g(A_{l-1} W_lᵀ + b_l), the columns of each product in ranges.
-    for l in range(last + 1):
-        n_in = sizes[l]
-        n_out = sizes[l + 1]
-        W = theta[w_off[l]:b_off[l]].reshape((n_out, n_in))
-        A = acts[a_off[l]:a_off[l] + n * n_out].reshape((n, n_out))
-        inputs = Xb if l == 0 else acts[a_off[l - 1]:a_off[l]].reshape((n, n_in))
-        if n * n_in * n_out >= PARALLEL_MIN_WORK:
-            for t in prange(PARALLEL_CHUNKS):
-                j0, j1 = chunk(n_out, t, 2)
-                gemm_nt_columns(inputs, W, A, j0, j1)
-        else:
-            gemm_nt_columns(inputs, W, A, 0, n_out)
-        _bias_activation(A, theta[b_off[l]:b_off[l] + n_out], IDENTITY if l == last else activation)
-    loss_sum[0] += _logits_loss_sum(acts, sizes, a_off, yb, n)
-    n_classes = sizes[last + 1]
-    span = n * n_classes
-    softmax_cross_entropy_backward(acts[a_off[last]:a_off[last] + span].reshape((n, n_classes)), yb,
-                                   deltas[a_off[last]:a_off[last] + span].reshape((n, n_classes)))
-    # Backward: dW_l = dZ_lᵀ A_{l-1} in row ranges, db_l, dZ_{l-1} = (dZ_l W_l) g'(A_{l-1}).
-    for l in range(last, -1, -1):
-        n_in = sizes[l]
-        n_out = sizes[l + 1]
-        dZ = deltas[a_off[l]:a_off[l] + n * n_out].reshape((n, n_out))
-        dW = grad[w_off[l]:b_off[l]].reshape((n_out, n_in))
-        inputs = Xb if l == 0 else acts[a_off[l - 1]:a_off[l]].reshape((n, n_in))
-        if n * n_in * n_out >= PARALLEL_MIN_WORK:
-            for t in prange(PARALLEL_CHUNKS):
-                i0, i1 = chunk(n_out, t, 4)
-                gemm_rows(dZ, inputs, dW, i0, i1, True)
-        else:
-            gemm_rows(dZ, inputs, dW, 0, n_out, True)
-        _bias_gradient(dZ, grad[b_off[l]:b_off[l] + n_out])
-        if l > 0:
-            dA_prev = deltas[a_off[l - 1]:a_off[l]].reshape((n, n_in))
-            input_gradient(dZ, theta[w_off[l]:b_off[l]].reshape((n_out, n_in)), dA_prev)
-            for i in range(n):
-                for k in range(n_in):
-                    dA_prev[i, k] *= derivative_scalar(inputs[i, k], activation)
-    sgd_update(theta, grad, lr)
+    minibatch_epoch(theta, sizes, activation, X, y, batch, max(batch.shape[0], 1), lr, work, loss_sum)
 
 
 @jit
@@ -235,6 +479,7 @@ def nonzero_union(x, x_prev, indices):
     """Write the indices where ``x`` or ``x_prev`` is non-zero into ``indices``; return their count.
 
     Branch-free compaction: MNIST pixels are zero or not at random, which a branch would mispredict.
+    (Testing blocks of 16 for all zeros first, to skip an image's borders, measured 1.3-2.7× slower.)
     """
     count = 0
     for k in range(x.shape[0]):

@@ -13,6 +13,7 @@ from kernels.cuda.activations import activation_backward, activation_forward
 from kernels.cuda.linear import linear_backward, linear_forward, matmul
 from kernels.cuda.network import (
     evaluate,
+    minibatch_epoch,
     minibatch_step,
     mlp_backward,
     mlp_forward,
@@ -33,6 +34,7 @@ __all__ = [
     "linear_backward",
     "linear_forward",
     "matmul",
+    "minibatch_epoch",
     "minibatch_step",
     "mlp_backward",
     "mlp_forward",

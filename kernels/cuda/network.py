@@ -223,6 +223,14 @@ def minibatch_step(theta, sizes, activation, X, y, batch, lr, work, loss_sum):
     sgd_update(theta, grad, lr)
 
 
+def minibatch_epoch(theta, sizes, activation, X, y, order, batch_size, lr, work, loss_sum):
+    """One :func:`minibatch_step` per ``batch_size`` samples of ``order``; everything stays on the device."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for start in range(0, order.shape[0], batch_size):
+        minibatch_step(theta, sizes, activation, X, y, order[start:start + batch_size], lr, work, loss_sum)
+
+
 def sgd_epoch(theta, sizes, activation, X, y, order, lr, work, loss_sum):
     """Per-sample SGD over ``order``: one launch of a single persistent block; see the reference."""
     sizes = _sizes(sizes)

@@ -8,6 +8,7 @@ from kernels.numpy.activations import activation_backward, activation_forward
 from kernels.numpy.linear import linear_backward, linear_forward
 from kernels.numpy.network import (
     evaluate,
+    minibatch_epoch,
     minibatch_step,
     mlp_backward,
     mlp_forward,
@@ -24,6 +25,7 @@ __all__ = [
     "evaluate",
     "linear_backward",
     "linear_forward",
+    "minibatch_epoch",
     "minibatch_step",
     "mlp_backward",
     "mlp_forward",

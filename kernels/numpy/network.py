@@ -2,7 +2,8 @@
 
 These are the references of the fused kernels of ``kernels.cpu`` and
 ``kernels.cuda``: ``sgd_epoch`` is literally the course's per-sample SGD loop,
-one ``minibatch_step`` of one sample at a time.
+one ``minibatch_step`` of one sample at a time, and ``minibatch_epoch`` one
+``minibatch_step`` per batch.
 
 Shared arguments
 ----------------
@@ -102,6 +103,24 @@ def minibatch_step(theta, sizes, activation, X, y, batch, lr, work, loss_sum):
     loss_sum[0] += losses.sum()
     mlp_backward(theta, sizes, activation, Xb, yb, acts, deltas, grad)
     sgd_update(theta, grad, lr)
+
+
+def minibatch_epoch(theta, sizes, activation, X, y, order, batch_size, lr, work, loss_sum):
+    """Minibatch SGD: one :func:`minibatch_step` per ``batch_size`` consecutive samples of ``order``.
+
+    Parameters
+    ----------
+    order : ndarray of int64, shape (n,)
+        The samples to visit, in that order; the last batch may be short.
+    batch_size : int, >= 1
+    work : ndarray, shape (>= layout.workspace_size(sizes, batch_size),)
+    loss_sum : ndarray, shape (1,)
+        ``loss_sum[0] +=`` each sample's loss, measured before the update of its step.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for start in range(0, order.shape[0], batch_size):
+        minibatch_step(theta, sizes, activation, X, y, order[start:start + batch_size], lr, work, loss_sum)
 
 
 def sgd_epoch(theta, sizes, activation, X, y, order, lr, work, loss_sum):
