@@ -144,8 +144,10 @@ def _logits_loss_sum(acts, sizes, a_off, y, batch):
 
 
 #: :func:`minibatch_epoch` takes the sparse first-layer path when at most this fraction of the
-#: inputs is non-zero (MNIST: 0.19); measured in ``bench/test_minibatch_ablation.py``.
-SPARSE_MAX_DENSITY = 0.5
+#: inputs is non-zero (MNIST: 0.19). Measured on 784-128-10 with random zeros, 2 threads: the sparse
+#: path is 1.2x faster at density 0.2, 1.2-1.3x slower at 0.3 (``bench/test_minibatch_ablation.py``
+#: compares the paths on MNIST and dense data).
+SPARSE_MAX_DENSITY = 0.25
 #: Rows of ``order`` whose inputs :func:`minibatch_epoch` samples to choose its first-layer path.
 DENSITY_SAMPLE = 256
 #: A minibatch step is shared among threads when its first layer takes at least this many multiply-adds.
@@ -268,11 +270,11 @@ def _rows_pass(theta, sizes, activation, X, y, rows, W1T, features, counts, work
     """Forward and backward passes of the rows ``[r0, r1)`` of a batch; returns their summed loss.
 
     Fills, for those rows, ``A_l`` in the workspace's activations and
-    ``δ_l = ∂(mean loss)/∂Z_l`` in its deltas, every layer, reading the first
-    layer's weights from ``W_1ᵀ``: sparse (over each sample's listed non-zero
-    ``features``, which this pass lists) when ``features`` has rows, else dense
-    (the inputs gathered into the workspace). Rows are independent here, so
-    threads share a batch by row ranges.
+    ``δ_l = ∂(mean loss)/∂Z_l`` in its deltas, every layer. The first layer is
+    sparse when ``features`` has rows (over each sample's non-zero inputs, which
+    this pass lists, with the weights in ``W_1ᵀ``), else dense (the inputs
+    gathered into the workspace, dot products with ``W_1`` in ``theta``). Rows
+    are independent here, so threads share a batch by row ranges.
     """
     n = rows.shape[0]
     last = sizes.shape[0] - 2
@@ -288,10 +290,10 @@ def _rows_pass(theta, sizes, activation, X, y, rows, W1T, features, counts, work
             counts[i] = nonzero_union(x, x, features[i])
         sparse_rows_product(X, rows, features, counts, W1T, Z1, r0, r1)
     else:
-        inputs = row_block(work, 2 * n_acts + n_params, n0, 0, n)
+        inputs = row_block(work, 2 * n_acts + n_params, n0, r0, r1)
         for i in range(r0, r1):
-            inputs[i] = X[rows[i]]
-        gemm_rows(inputs, W1T, Z1, r0, r1, False, 1.0, False)
+            inputs[i - r0] = X[rows[i]]
+        gemm_nt(inputs, theta[:n1 * n0].reshape((n1, n0)), row_block(acts, 0, n1, r0, r1))
     for l in range(last + 1):
         n_out = sizes[l + 1]
         A = row_block(acts, a_off[l], n_out, r0, r1)
@@ -343,9 +345,9 @@ def _bias_step(dZ, b, j0, j1, lr):
 def _update_pass(theta, sizes, X, rows, W1T, features, counts, entry_row, entry_value, work, lr, t, n_chunks):
     """SGD update of range ``t`` of ``n_chunks`` of every layer's weights, after :func:`_rows_pass`.
 
-    ``W_l -= η δ_lᵀ A_{l-1}`` without storing the gradient; the first layer in
-    ``W_1ᵀ`` by ranges of input features (sparse: only the rows of listed
-    features), the others by ranges of units. Ranges are disjoint, so threads share them.
+    ``W_l -= η δ_lᵀ A_{l-1}`` without storing the gradient, by ranges of units;
+    the sparse first layer by ranges of input features of ``W_1ᵀ``, touching only
+    the rows of listed features. Ranges are disjoint, so threads share them.
     """
     n = rows.shape[0]
     last = sizes.shape[0] - 2
@@ -355,12 +357,13 @@ def _update_pass(theta, sizes, X, rows, W1T, features, counts, entry_row, entry_
     acts = work[:n_acts]
     deltas = work[n_acts:2 * n_acts]
     d1 = row_block(deltas, 0, n1, 0, n)
-    k0, k1 = chunk(n0, t, n_chunks, 4)
+    j0, j1 = chunk(n1, t, n_chunks, 4)
     if features.shape[0] > 0:
+        k0, k1 = chunk(n0, t, n_chunks, 4)
         sparse_rows_update(X, rows, features, counts, d1, W1T, k0, k1, -lr, entry_row, entry_value)
     else:
-        gemm_rows(row_block(work, 2 * n_acts + n_params, n0, 0, n), d1, W1T, k0, k1, True, -lr, True)
-    j0, j1 = chunk(n1, t, n_chunks, 4)
+        gemm_rows(d1, row_block(work, 2 * n_acts + n_params, n0, 0, n), theta[:n1 * n0].reshape((n1, n0)), j0, j1,
+                  True, -lr, True)
     _bias_step(d1, theta[b_off[0]:b_off[0] + n1], j0, j1, lr)
     for l in range(1, last + 1):
         n_in = sizes[l]
@@ -377,13 +380,12 @@ def minibatch_epoch(theta, sizes, activation, X, y, order, batch_size, lr, work,
 
     The steps of :func:`kernels.numpy.network.minibatch_step`, arranged for speed:
 
-    * the first layer works on a transposed copy ``W_1ᵀ`` (n_0, n_1) for the
-      whole call, written back at the end, so that both its product and its
-      update are row operations ``z += x_k W_1ᵀ[k]``, ``W_1ᵀ[k] -= η x_k δ``;
     * on sparse inputs (at most :data:`SPARSE_MAX_DENSITY` non-zero, judged on the
-      first :data:`DENSITY_SAMPLE` samples) those row operations run over each
-      sample's non-zero features only, exactly; dense inputs take register-blocked
-      products;
+      first :data:`DENSITY_SAMPLE` samples) the first layer works on a transposed
+      copy ``W_1ᵀ`` (n_0, n_1) for the whole call, written back at the end, so that
+      its product and its update are row operations ``z += x_k W_1ᵀ[k]`` and
+      ``W_1ᵀ[k] -= η Σ_i x_ik δ_i`` over each sample's non-zero inputs only, exactly;
+      dense inputs take register-blocked products;
     * each step is two parallel passes (when it is large enough): the forward
       and backward passes by row ranges of the batch (:func:`_rows_pass`), then
       the updates by disjoint ranges of each layer's units (:func:`_update_pass`),
@@ -431,9 +433,9 @@ def minibatch_epoch_variant(theta, sizes, activation, X, y, order, batch_size, l
     n0 = sizes[0]
     n1 = sizes[1]
     W1 = theta[:n1 * n0].reshape((n1, n0))
-    W1T = np.ascontiguousarray(W1.T)
     density = input_density(X, order[:DENSITY_SAMPLE])
     sparse = density <= max_density
+    W1T = np.ascontiguousarray(W1.T) if sparse else np.empty((0, n1), theta.dtype)
     features = np.empty((batch_size if sparse else 0, n0), np.int32)
     counts = np.empty(batch_size, np.int64)
     entry_row = np.empty(features.size, np.int32)
@@ -454,7 +456,8 @@ def minibatch_epoch_variant(theta, sizes, activation, X, y, order, batch_size, l
         for t in prange(n_chunks):
             _update_pass(theta, sizes, X, rows, W1T, features, counts, entry_row, entry_value, work, lr, t, n_chunks)
         total += chunk_losses[:n_chunks].sum()
-    W1[:] = W1T.T
+    if sparse:
+        W1[:] = W1T.T
     loss_sum[0] += total
 
 
