@@ -324,6 +324,22 @@ def test_minibatch_epoch_paths_and_threads(rng, dtype, threads, max_density, den
     np.testing.assert_allclose(got_loss, expected_loss, **tolerance(dtype))
 
 
+@pytest.mark.skipif(CUDA_UNDER_TEST, reason="the CPU kernel's sparse update")
+def test_minibatch_epoch_sparse_update_in_blocks(rng, dtype):
+    """Batches longer than the sparse update's block of samples (two blocks and a short one)."""
+    from kernels.cpu.network import UPDATE_ROWS, minibatch_epoch_variant
+
+    batch_size = 2 * UPDATE_ROWS + 7
+    sizes, theta, X, y, order = minibatch_epoch_case(rng, [40, 16, 10], dtype, 2 * batch_size + 50, 0.2)
+    code = ACTIVATIONS["relu"]
+    expected, expected_loss = expected_minibatch_epoch(theta, sizes, code, X, y, order, batch_size, 0.05)
+    got, got_loss = theta.copy(), np.zeros(1)
+    minibatch_epoch_variant(got, sizes, code, X, y, order, batch_size, 0.05,
+                            poisoned(layout.workspace_size(sizes, batch_size), dtype), got_loss, 2, 2.0)
+    np.testing.assert_allclose(got, expected, **tolerance(dtype))
+    np.testing.assert_allclose(got_loss, expected_loss, **tolerance(dtype))
+
+
 @pytest.mark.skipif(SIMULATOR, reason="too large for the simulator")
 @pytest.mark.parametrize("batch", [64, 130])
 def test_minibatch_step_large_enough_to_share_among_threads(under_test, rng, dtype, batch):

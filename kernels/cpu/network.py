@@ -209,38 +209,52 @@ def sparse_rows_product(X, rows, features, counts, W1T, Z, r0, r1):
             axpy(x[listed[u]], W1T[listed[u]], z)
 
 
+#: :func:`sparse_rows_update` sorts and applies a batch this many samples at a time, so that their
+#: deltas stay in cache and its entry arrays stay small.
+UPDATE_ROWS = 512
+
+
 @jit
 def sparse_rows_update(X, rows, features, counts, G, W1T, k0, k1, alpha, entry_row, entry_value):
     """``W_1ᵀ[k] += alpha Σ_i x_ik G[i]`` over the listed features ``k`` in ``[k0, k1)`` of ``x_i = X[rows[i]]``.
 
     With ``alpha = -η`` and ``G = δ_1`` (B, n_1), the first layer's SGD update
     restricted to the inputs ``[k0, k1)``, touching only the rows of ``W_1ᵀ`` of
-    non-zero inputs. The (sample, feature) pairs are first sorted by feature
-    (a counting sort into ``entry_row``/``entry_value`` from position
-    ``k0 B``), so that each row of ``W_1ᵀ`` is read and written once, taking
-    four samples per pass. Threads take disjoint feature ranges: whole rows
-    of ``W_1ᵀ``, and disjoint parts of the entry arrays.
+    non-zero inputs. For each block of :data:`UPDATE_ROWS` samples, the
+    (sample, feature) pairs are first sorted by feature (a counting sort into
+    ``entry_row``/``entry_value`` from position ``k0 · block``), so that each row
+    of ``W_1ᵀ`` is read and written once per block, taking four samples per pass.
+    Threads take disjoint feature ranges: whole rows of ``W_1ᵀ``, and disjoint
+    parts of the entry arrays.
     """
-    n = rows.shape[0]
+    for i0 in range(0, rows.shape[0], UPDATE_ROWS):
+        i1 = min(i0 + UPDATE_ROWS, rows.shape[0])
+        _sparse_rows_update_block(X, rows, features, counts, G, W1T, k0, k1, alpha, entry_row, entry_value, i0, i1)
+
+
+@jit
+def _sparse_rows_update_block(X, rows, features, counts, G, W1T, k0, k1, alpha, entry_row, entry_value, i0, i1):
+    """:func:`sparse_rows_update` for the samples ``[i0, i1)``."""
+    n = i1 - i0
     start = np.zeros(k1 - k0 + 1, np.int64)  # start[k - k0]: first entry of feature k
     first = np.empty(n, np.int64)
     stop = np.empty(n, np.int64)
-    for i in range(n):
-        listed = features[i, :counts[i]]
-        first[i] = np.searchsorted(listed, k0)
-        stop[i] = np.searchsorted(listed, k1)
-        for t in range(first[i], stop[i]):
+    for r in range(n):
+        listed = features[i0 + r, :counts[i0 + r]]
+        first[r] = np.searchsorted(listed, k0)
+        stop[r] = np.searchsorted(listed, k1)
+        for t in range(first[r], stop[r]):
             start[listed[t] - k0 + 1] += 1
     start[0] = k0 * n
     for k in range(1, k1 - k0 + 1):
         start[k] += start[k - 1]
-    for i in range(n):
-        x = X[rows[i]]
-        listed = features[i]
-        for t in range(first[i], stop[i]):
+    for r in range(n):
+        x = X[rows[i0 + r]]
+        listed = features[i0 + r]
+        for t in range(first[r], stop[r]):
             slot = listed[t] - k0
             e = start[slot]
-            entry_row[e] = i
+            entry_row[e] = i0 + r
             entry_value[e] = alpha * x[listed[t]]
             start[slot] = e + 1
     # start[k - k0] now ends feature k; feature k begins where feature k - 1 ends.
@@ -438,8 +452,8 @@ def minibatch_epoch_variant(theta, sizes, activation, X, y, order, batch_size, l
     W1T = np.ascontiguousarray(W1.T) if sparse else np.empty((0, n1), theta.dtype)
     features = np.empty((batch_size if sparse else 0, n0), np.int32)
     counts = np.empty(batch_size, np.int64)
-    entry_row = np.empty(features.size, np.int32)
-    entry_value = np.empty(features.size, theta.dtype)
+    entry_row = np.empty(min(batch_size, UPDATE_ROWS) * n0 if sparse else 0, np.int32)
+    entry_value = np.empty(entry_row.size, theta.dtype)
     chunk_losses = np.zeros(threads)
     total = 0.0
     for start in range(0, order.shape[0], batch_size):
