@@ -324,6 +324,21 @@ def test_minibatch_epoch_paths_and_threads(rng, dtype, threads, max_density, den
     np.testing.assert_allclose(got_loss, expected_loss, **tolerance(dtype))
 
 
+@pytest.mark.skipif(CUDA_UNDER_TEST, reason="the CPU kernels' work split")
+@pytest.mark.parametrize("n, n_chunks, align",
+                         [(128, 2, 4), (10, 2, 4), (128, 64, 4), (784, 3, 4), (3, 8, 8), (0, 2, 4)])
+def test_chunks_cover_the_range_once(n, n_chunks, align):
+    """Threads' ranges are disjoint, cover [0, n) and start at multiples of ``align``, even with many threads."""
+    from kernels.cpu.network import chunk
+
+    covered = []
+    for t in range(n_chunks):
+        start, stop = chunk(n, t, n_chunks, align)
+        assert start <= stop and (start == stop or start % align == 0)
+        covered.extend(range(start, stop))
+    assert covered == list(range(n))
+
+
 @pytest.mark.skipif(CUDA_UNDER_TEST, reason="the CPU kernel's sparse update")
 def test_minibatch_epoch_sparse_update_in_blocks(rng, dtype):
     """Batches longer than the sparse update's block of samples (two blocks and a short one)."""

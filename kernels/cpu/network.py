@@ -156,10 +156,13 @@ PARALLEL_MIN_WORK = 1 << 19
 
 @jit
 def chunk(n, t, n_chunks, align):
-    """Range ``t`` of ``n_chunks`` ranges covering ``[0, n)``, starting at multiples of ``align``."""
-    share = (n // n_chunks) // align * align
-    start = t * share
-    return start, (n if t == n_chunks - 1 else start + share)
+    """Range ``t`` of ``n_chunks`` disjoint ranges covering ``[0, n)``, starting at multiples of ``align``.
+
+    With more chunks than ``n / align``, the first ranges take ``align`` each and the others are empty.
+    """
+    share = max((n // n_chunks) // align * align, align)
+    start = min(t * share, n)
+    return start, (n if t == n_chunks - 1 else min(start + share, n))
 
 
 @jit
