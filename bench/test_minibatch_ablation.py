@@ -45,5 +45,5 @@ def test_minibatch_epoch_variant(benchmark, datasets, initial_params, order, dat
     benchmark.pedantic(
         minibatch_epoch_variant,
         args=(theta, sizes, RELU, X, y, order, batch_size, LR, work, np.zeros(1), threads, max_density),
-        setup=lambda: theta.__setitem__(slice(None), start), rounds=7, iterations=1,
+        setup=lambda: theta.__setitem__(slice(None), start), rounds=15, iterations=1,
     )
