@@ -283,6 +283,14 @@ def _sparse_rows_update_block(X, rows, features, counts, G, W1T, k0, k1, alpha, 
 
 
 @jit
+def _step_layout(sizes, work, n):
+    """Where a step of ``n`` samples keeps its data: each layer's offsets (see :func:`offsets`), the
+    workspace's activations and deltas, and the offset in ``work`` of the gathered inputs (n, n_0)."""
+    w_off, b_off, a_off, n_params, n_acts = offsets(sizes, n)
+    return w_off, b_off, a_off, work[:n_acts], work[n_acts:2 * n_acts], 2 * n_acts + n_params
+
+
+@jit
 def _rows_pass(theta, sizes, activation, X, y, rows, W1T, features, counts, work, r0, r1):
     """Forward and backward passes of the rows ``[r0, r1)`` of a batch; returns their summed loss.
 
@@ -297,9 +305,7 @@ def _rows_pass(theta, sizes, activation, X, y, rows, W1T, features, counts, work
     last = sizes.shape[0] - 2
     n0 = sizes[0]
     n1 = sizes[1]
-    w_off, b_off, a_off, n_params, n_acts = offsets(sizes, n)
-    acts = work[:n_acts]
-    deltas = work[n_acts:2 * n_acts]
+    w_off, b_off, a_off, acts, deltas, inputs_at = _step_layout(sizes, work, n)
     Z1 = row_block(acts, 0, n1, 0, n)
     if features.shape[0] > 0:
         for i in range(r0, r1):
@@ -307,7 +313,7 @@ def _rows_pass(theta, sizes, activation, X, y, rows, W1T, features, counts, work
             counts[i] = nonzero_union(x, x, features[i])
         sparse_rows_product(X, rows, features, counts, W1T, Z1, r0, r1)
     else:
-        inputs = row_block(work, 2 * n_acts + n_params, n0, r0, r1)
+        inputs = row_block(work, inputs_at, n0, r0, r1)
         for i in range(r0, r1):
             inputs[i - r0] = X[rows[i]]
         gemm_nt(inputs, theta[:n1 * n0].reshape((n1, n0)), row_block(acts, 0, n1, r0, r1))
@@ -370,17 +376,14 @@ def _update_pass(theta, sizes, X, rows, W1T, features, counts, entry_row, entry_
     last = sizes.shape[0] - 2
     n0 = sizes[0]
     n1 = sizes[1]
-    w_off, b_off, a_off, n_params, n_acts = offsets(sizes, n)
-    acts = work[:n_acts]
-    deltas = work[n_acts:2 * n_acts]
+    w_off, b_off, a_off, acts, deltas, inputs_at = _step_layout(sizes, work, n)
     d1 = row_block(deltas, 0, n1, 0, n)
     j0, j1 = chunk(n1, t, n_chunks, 4)
     if features.shape[0] > 0:
         k0, k1 = chunk(n0, t, n_chunks, 4)
         sparse_rows_update(X, rows, features, counts, d1, W1T, k0, k1, -lr, entry_row, entry_value)
     else:
-        gemm_rows(d1, row_block(work, 2 * n_acts + n_params, n0, 0, n), theta[:n1 * n0].reshape((n1, n0)), j0, j1,
-                  True, -lr, True)
+        gemm_rows(d1, row_block(work, inputs_at, n0, 0, n), theta[:n1 * n0].reshape((n1, n0)), j0, j1, True, -lr, True)
     _bias_step(d1, theta[b_off[0]:b_off[0] + n1], j0, j1, lr)
     for l in range(1, last + 1):
         n_in = sizes[l]
