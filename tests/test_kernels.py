@@ -339,6 +339,23 @@ def test_chunks_cover_the_range_once(n, n_chunks, align):
     assert covered == list(range(n))
 
 
+@pytest.mark.skipif(CUDA_UNDER_TEST, reason="the CPU kernels' threads")
+@pytest.mark.parametrize("layer, expected", [("omp", "all"), ("tbb", "all"), ("workqueue", 1), (None, "all")])
+def test_parallel_threads_avoid_the_workqueue_layer(monkeypatch, layer, expected):
+    """numba's workqueue layer (no OpenMP/TBB) costs more per parallel region than a step saves: one thread."""
+    import numba
+
+    from kernels.cpu import network
+
+    def threading_layer():
+        if layer is None:
+            raise ValueError("Threading layer is not initialized.")
+        return layer
+
+    monkeypatch.setattr(numba, "threading_layer", threading_layer)
+    assert network.parallel_threads() == (numba.get_num_threads() if expected == "all" else expected)
+
+
 @pytest.mark.skipif(CUDA_UNDER_TEST, reason="the CPU kernel's sparse update")
 def test_minibatch_epoch_sparse_update_in_blocks(rng, dtype):
     """Batches longer than the sparse update's block of samples (two blocks and a short one)."""
