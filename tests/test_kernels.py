@@ -356,6 +356,25 @@ def test_parallel_threads_avoid_the_workqueue_layer(monkeypatch, layer, expected
     assert network.parallel_threads() == (numba.get_num_threads() if expected == "all" else expected)
 
 
+@pytest.mark.skipif(CUDA_UNDER_TEST, reason="the CPU kernel's choice of path")
+@pytest.mark.parametrize("index_limit, expected", [(1 << 30, "sparse allowed"), (1000, "dense")])
+def test_minibatch_epoch_keeps_its_sparse_index_small(monkeypatch, rng, index_limit, expected):
+    """The sparse path's (batch, n_0) index must fit SPARSE_MAX_INDEX_BYTES, else the dense path runs."""
+    from kernels.cpu import network
+
+    seen = []
+    variant = network.minibatch_epoch_variant
+    monkeypatch.setattr(network, "SPARSE_MAX_INDEX_BYTES", index_limit)
+    monkeypatch.setattr(network, "minibatch_epoch_variant", lambda *args: seen.append(args[-1]) or variant(*args))
+    sizes, theta, X, y, order = minibatch_epoch_case(rng, [40, 8, 3], np.float64, 30, 0.1)
+    expected_theta, expected_loss = expected_minibatch_epoch(theta, sizes, 1, X, y, order, 10, 0.1)
+    loss = np.zeros(1)
+    network.minibatch_epoch(theta, sizes, 1, X, y, order, 10, 0.1, np.empty(layout.workspace_size(sizes, 10)), loss)
+    assert seen == [network.SPARSE_MAX_DENSITY if expected == "sparse allowed" else -1.0]
+    np.testing.assert_allclose(theta, expected_theta, **tolerance(np.float64))
+    np.testing.assert_allclose(loss, expected_loss, **tolerance(np.float64))
+
+
 @pytest.mark.skipif(CUDA_UNDER_TEST, reason="the CPU kernel's sparse update")
 def test_minibatch_epoch_sparse_update_in_blocks(rng, dtype):
     """Batches longer than the sparse update's block of samples (two blocks and a short one)."""

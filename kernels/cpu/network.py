@@ -148,6 +148,9 @@ def _logits_loss_sum(acts, sizes, a_off, y, batch):
 #: path is 1.2x faster at density 0.2, 1.2-1.3x slower at 0.3 (``bench/test_minibatch_ablation.py``
 #: compares the paths on MNIST and dense data).
 SPARSE_MAX_DENSITY = 0.25
+#: The sparse path lists each sample's non-zero inputs in a (batch, n_0) int32 array; beyond this
+#: size (say 100,000 inputs and batches over 160) :func:`minibatch_epoch` takes the dense path.
+SPARSE_MAX_INDEX_BYTES = 64 << 20
 #: Rows of ``order`` whose inputs :func:`minibatch_epoch` samples to choose its first-layer path.
 DENSITY_SAMPLE = 256
 #: A minibatch step is shared among threads when its first layer takes at least this many multiply-adds.
@@ -213,30 +216,28 @@ def sparse_rows_product(X, rows, features, counts, W1T, Z, r0, r1):
 
 
 #: :func:`sparse_rows_update` sorts and applies a batch this many samples at a time, so that their
-#: deltas stay in cache and its entry arrays stay small.
+#: deltas stay in cache.
 UPDATE_ROWS = 512
 
 
 @jit
-def sparse_rows_update(X, rows, features, counts, G, W1T, k0, k1, alpha, entry_row, entry_value):
+def sparse_rows_update(X, rows, features, counts, G, W1T, k0, k1, alpha):
     """``W_1ᵀ[k] += alpha Σ_i x_ik G[i]`` over the listed features ``k`` in ``[k0, k1)`` of ``x_i = X[rows[i]]``.
 
     With ``alpha = -η`` and ``G = δ_1`` (B, n_1), the first layer's SGD update
     restricted to the inputs ``[k0, k1)``, touching only the rows of ``W_1ᵀ`` of
     non-zero inputs. For each block of :data:`UPDATE_ROWS` samples, the
-    (sample, feature) pairs are first sorted by feature (a counting sort into
-    ``entry_row``/``entry_value`` from position ``k0 · block``), so that each row
-    of ``W_1ᵀ`` is read and written once per block, taking four samples per pass.
-    Threads take disjoint feature ranges: whole rows of ``W_1ᵀ``, and disjoint
-    parts of the entry arrays.
+    (sample, feature) pairs are first sorted by feature (a counting sort), so
+    that each row of ``W_1ᵀ`` is read and written once per block, taking four
+    samples per pass. Threads take disjoint feature ranges: whole rows of ``W_1ᵀ``.
     """
     for i0 in range(0, rows.shape[0], UPDATE_ROWS):
         i1 = min(i0 + UPDATE_ROWS, rows.shape[0])
-        _sparse_rows_update_block(X, rows, features, counts, G, W1T, k0, k1, alpha, entry_row, entry_value, i0, i1)
+        _sparse_rows_update_block(X, rows, features, counts, G, W1T, k0, k1, alpha, i0, i1)
 
 
 @jit
-def _sparse_rows_update_block(X, rows, features, counts, G, W1T, k0, k1, alpha, entry_row, entry_value, i0, i1):
+def _sparse_rows_update_block(X, rows, features, counts, G, W1T, k0, k1, alpha, i0, i1):
     """:func:`sparse_rows_update` for the samples ``[i0, i1)``."""
     n = i1 - i0
     start = np.zeros(k1 - k0 + 1, np.int64)  # start[k - k0]: first entry of feature k
@@ -248,9 +249,10 @@ def _sparse_rows_update_block(X, rows, features, counts, G, W1T, k0, k1, alpha, 
         stop[r] = np.searchsorted(listed, k1)
         for t in range(first[r], stop[r]):
             start[listed[t] - k0 + 1] += 1
-    start[0] = k0 * n
     for k in range(1, k1 - k0 + 1):
         start[k] += start[k - 1]
+    entry_row = np.empty(start[k1 - k0], np.int32)  # the pairs' samples and values, sorted by feature
+    entry_value = np.empty(start[k1 - k0], G.dtype)
     for r in range(n):
         x = X[rows[i0 + r]]
         listed = features[i0 + r]
@@ -261,7 +263,7 @@ def _sparse_rows_update_block(X, rows, features, counts, G, W1T, k0, k1, alpha, 
             entry_value[e] = alpha * x[listed[t]]
             start[slot] = e + 1
     # start[k - k0] now ends feature k; feature k begins where feature k - 1 ends.
-    e = k0 * n
+    e = 0
     for k in range(k0, k1):
         end = start[k - k0]
         w = W1T[k]
@@ -365,7 +367,7 @@ def _bias_step(dZ, b, j0, j1, lr):
 
 
 @jit
-def _update_pass(theta, sizes, X, rows, W1T, features, counts, entry_row, entry_value, work, lr, t, n_chunks):
+def _update_pass(theta, sizes, X, rows, W1T, features, counts, work, lr, t, n_chunks):
     """SGD update of range ``t`` of ``n_chunks`` of every layer's weights, after :func:`_rows_pass`.
 
     ``W_l -= η δ_lᵀ A_{l-1}`` without storing the gradient, by ranges of units;
@@ -381,7 +383,7 @@ def _update_pass(theta, sizes, X, rows, W1T, features, counts, entry_row, entry_
     j0, j1 = chunk(n1, t, n_chunks, 4)
     if features.shape[0] > 0:
         k0, k1 = chunk(n0, t, n_chunks, 4)
-        sparse_rows_update(X, rows, features, counts, d1, W1T, k0, k1, -lr, entry_row, entry_value)
+        sparse_rows_update(X, rows, features, counts, d1, W1T, k0, k1, -lr)
     else:
         gemm_rows(d1, row_block(work, inputs_at, n0, 0, n), theta[:n1 * n0].reshape((n1, n0)), j0, j1, True, -lr, True)
     _bias_step(d1, theta[b_off[0]:b_off[0] + n1], j0, j1, lr)
@@ -401,9 +403,10 @@ def minibatch_epoch(theta, sizes, activation, X, y, order, batch_size, lr, work,
     The steps of :func:`kernels.numpy.network.minibatch_step`, arranged for speed:
 
     * on sparse inputs (at most :data:`SPARSE_MAX_DENSITY` non-zero, judged on the
-      first :data:`DENSITY_SAMPLE` samples) the first layer works on a transposed
-      copy ``W_1ᵀ`` (n_0, n_1) for the whole call, written back at the end, so that
-      its product and its update are row operations ``z += x_k W_1ᵀ[k]`` and
+      first :data:`DENSITY_SAMPLE` samples, and an index of at most
+      :data:`SPARSE_MAX_INDEX_BYTES`) the first layer works on a transposed copy
+      ``W_1ᵀ`` (n_0, n_1) for the whole call, written back at the end, so that its
+      product and its update are row operations ``z += x_k W_1ᵀ[k]`` and
       ``W_1ᵀ[k] -= η Σ_i x_ik δ_i`` over each sample's non-zero inputs only, exactly;
       dense inputs take register-blocked products;
     * each step is two parallel passes (when it is large enough): the forward
@@ -428,8 +431,10 @@ def minibatch_epoch(theta, sizes, activation, X, y, order, batch_size, lr, work,
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    index_bytes = 4 * min(batch_size, order.shape[0]) * X.shape[1]
+    max_density = SPARSE_MAX_DENSITY if index_bytes <= SPARSE_MAX_INDEX_BYTES else -1.0
     minibatch_epoch_variant(theta, sizes, activation, X, y, order, batch_size, lr, work, loss_sum,
-                            parallel_threads(), SPARSE_MAX_DENSITY)
+                            parallel_threads(), max_density)
 
 
 def parallel_threads():
@@ -456,10 +461,9 @@ def minibatch_epoch_variant(theta, sizes, activation, X, y, order, batch_size, l
     density = input_density(X, order[:DENSITY_SAMPLE])
     sparse = density <= max_density
     W1T = np.ascontiguousarray(W1.T) if sparse else np.empty((0, n1), theta.dtype)
-    features = np.empty((batch_size if sparse else 0, n0), np.int32)
-    counts = np.empty(batch_size, np.int64)
-    entry_row = np.empty(min(batch_size, UPDATE_ROWS) * n0 if sparse else 0, np.int32)
-    entry_value = np.empty(entry_row.size, theta.dtype)
+    rows_per_step = min(batch_size, order.shape[0])
+    features = np.empty((rows_per_step if sparse else 0, n0), np.int32)
+    counts = np.empty(rows_per_step, np.int64)
     chunk_losses = np.zeros(threads)
     total = 0.0
     for start in range(0, order.shape[0], batch_size):
@@ -468,13 +472,13 @@ def minibatch_epoch_variant(theta, sizes, activation, X, y, order, batch_size, l
         n_chunks = threads if n * n0 * n1 * (density if sparse else 1.0) >= PARALLEL_MIN_WORK else 1
         if n_chunks == 1:
             total += _rows_pass(theta, sizes, activation, X, y, rows, W1T, features, counts, work, 0, n)
-            _update_pass(theta, sizes, X, rows, W1T, features, counts, entry_row, entry_value, work, lr, 0, 1)
+            _update_pass(theta, sizes, X, rows, W1T, features, counts, work, lr, 0, 1)
             continue
         for t in prange(n_chunks):
             r0, r1 = chunk(n, t, n_chunks, 4)
             chunk_losses[t] = _rows_pass(theta, sizes, activation, X, y, rows, W1T, features, counts, work, r0, r1)
         for t in prange(n_chunks):
-            _update_pass(theta, sizes, X, rows, W1T, features, counts, entry_row, entry_value, work, lr, t, n_chunks)
+            _update_pass(theta, sizes, X, rows, W1T, features, counts, work, lr, t, n_chunks)
         total += chunk_losses[:n_chunks].sum()
     if sparse:
         W1[:] = W1T.T
