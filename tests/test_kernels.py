@@ -282,6 +282,20 @@ def expected_minibatch_epoch(theta, sizes, code, X, y, order, batch_size, lr):
     return expected, expected_loss
 
 
+def check_cpu_minibatch_variant(theta, sizes, X, y, order, batch_size, threads, max_density):
+    """``kernels.cpu.network.minibatch_epoch_variant`` (relu, lr 0.05) gives the reference's weights and loss."""
+    from kernels.cpu.network import minibatch_epoch_variant
+
+    code = ACTIVATIONS["relu"]
+    expected, expected_loss = expected_minibatch_epoch(theta, sizes, code, X, y, order, batch_size, 0.05)
+    got, got_loss = theta.copy(), np.zeros(1)
+    minibatch_epoch_variant(got, sizes, code, X, y, order, batch_size, 0.05,
+                            poisoned(layout.workspace_size(sizes, batch_size), theta.dtype), got_loss, threads,
+                            max_density)
+    np.testing.assert_allclose(got, expected, **tolerance(theta.dtype))
+    np.testing.assert_allclose(got_loss, expected_loss, **tolerance(theta.dtype))
+
+
 @pytest.mark.parametrize("sizes", NETWORKS, ids=str)
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 @pytest.mark.parametrize("density", [0.2, 1.0], ids=["sparse", "dense"])
@@ -312,16 +326,8 @@ def test_minibatch_epoch_rejects_an_empty_batch_size(under_test, rng):
 def test_minibatch_epoch_paths_and_threads(rng, dtype, threads, max_density, density):
     """Each first-layer path of the CPU kernel, on either kind of data, shared among 1-3 threads, large
     enough to go parallel, gives the reference's weights."""
-    from kernels.cpu.network import minibatch_epoch_variant
-
     sizes, theta, X, y, order = minibatch_epoch_case(rng, [301, 66, 20, 10], dtype, 400, density)
-    code = ACTIVATIONS["relu"]
-    expected, expected_loss = expected_minibatch_epoch(theta, sizes, code, X, y, order, 130, 0.05)
-    got, got_loss = theta.copy(), np.zeros(1)
-    minibatch_epoch_variant(got, sizes, code, X, y, order, 130, 0.05,
-                            poisoned(layout.workspace_size(sizes, 130), dtype), got_loss, threads, max_density)
-    np.testing.assert_allclose(got, expected, **tolerance(dtype))
-    np.testing.assert_allclose(got_loss, expected_loss, **tolerance(dtype))
+    check_cpu_minibatch_variant(theta, sizes, X, y, order, 130, threads, max_density)
 
 
 @pytest.mark.skipif(CUDA_UNDER_TEST, reason="the CPU kernels' work split")
@@ -378,17 +384,11 @@ def test_minibatch_epoch_keeps_its_sparse_index_small(monkeypatch, rng, index_li
 @pytest.mark.skipif(CUDA_UNDER_TEST, reason="the CPU kernel's sparse update")
 def test_minibatch_epoch_sparse_update_in_blocks(rng, dtype):
     """Batches longer than the sparse update's block of samples (two blocks and a short one)."""
-    from kernels.cpu.network import UPDATE_ROWS, minibatch_epoch_variant
+    from kernels.cpu.network import UPDATE_ROWS
 
     batch_size = 2 * UPDATE_ROWS + 7
     sizes, theta, X, y, order = minibatch_epoch_case(rng, [40, 16, 10], dtype, 2 * batch_size + 50, 0.2)
-    code = ACTIVATIONS["relu"]
-    expected, expected_loss = expected_minibatch_epoch(theta, sizes, code, X, y, order, batch_size, 0.05)
-    got, got_loss = theta.copy(), np.zeros(1)
-    minibatch_epoch_variant(got, sizes, code, X, y, order, batch_size, 0.05,
-                            poisoned(layout.workspace_size(sizes, batch_size), dtype), got_loss, 2, 2.0)
-    np.testing.assert_allclose(got, expected, **tolerance(dtype))
-    np.testing.assert_allclose(got_loss, expected_loss, **tolerance(dtype))
+    check_cpu_minibatch_variant(theta, sizes, X, y, order, batch_size, 2, 2.0)
 
 
 @pytest.mark.skipif(SIMULATOR, reason="too large for the simulator")

@@ -4,7 +4,6 @@ References: :mod:`kernels.numpy.network` (same names, same arguments, the
 composition of the unfused ops). See there for the shared arguments.
 """
 
-import math
 
 import numba
 import numpy as np
@@ -13,7 +12,7 @@ from numba import get_num_threads, prange
 from kernels.activations import IDENTITY
 from kernels.cpu._jit import activate_scalar, derivative_scalar, jit, jit_parallel
 from kernels.cpu.linear import axpy, gemm_nt, gemm_rows, gemv, input_gradient, weight_gradient
-from kernels.cpu.softmax import row_log_sum_exp, softmax, softmax_cross_entropy_backward
+from kernels.cpu.softmax import row_log_sum_exp, row_loss_and_gradient, softmax, softmax_cross_entropy_backward
 
 
 @jit
@@ -329,16 +328,9 @@ def _rows_pass(theta, sizes, activation, X, y, rows, W1T, features, counts, work
     # Loss and output delta (softmax(z) - onehot(y)) / B.
     logits = row_block(acts, a_off[last], sizes[last + 1], r0, r1)
     d_out = row_block(deltas, a_off[last], sizes[last + 1], r0, r1)
-    inv_batch = 1.0 / n
     total = 0.0
     for r in range(r1 - r0):
-        z = logits[r]
-        m, log_s = row_log_sum_exp(z)
-        label = y[rows[r0 + r]]
-        total += m + log_s - z[label]
-        for k in range(z.shape[0]):
-            d_out[r, k] = math.exp(z[k] - m - log_s) * inv_batch
-        d_out[r, label] -= inv_batch
+        total += row_loss_and_gradient(logits[r], y[rows[r0 + r]], 1.0 / n, d_out[r])
     # δ_{l-1} = (δ_l W_l) g'(A_{l-1}).
     for l in range(last, 0, -1):
         n_in = sizes[l]
@@ -356,11 +348,8 @@ def _rows_pass(theta, sizes, activation, X, y, rows, W1T, features, counts, work
 @jit
 def _bias_step(dZ, b, j0, j1, lr):
     """``b[j] -= η Σ_i dZ[i, j]`` for ``j`` in ``[j0, j1)``."""
-    total = np.zeros(j1 - j0, dZ.dtype)
-    for i in range(dZ.shape[0]):
-        row = dZ[i, j0:j1]
-        for j in range(j1 - j0):
-            total[j] += row[j]
+    total = np.empty(j1 - j0, dZ.dtype)
+    _bias_gradient(dZ[:, j0:j1], total)
     step = b.dtype.type(lr)
     for j in range(j1 - j0):
         b[j0 + j] -= step * total[j]
@@ -633,12 +622,7 @@ def sgd_epoch_variant(theta, sizes, activation, X, y, order, lr, work, loss_sum,
         n_classes = sizes[last + 1]
         logits = acts[a_off[last]:a_off[last] + n_classes]
         d_out = deltas[a_off[last]:a_off[last] + n_classes]
-        m, log_s = row_log_sum_exp(logits)
-        label = y[i]
-        total += m + log_s - logits[label]
-        for k in range(n_classes):
-            d_out[k] = math.exp(logits[k] - m - log_s)
-        d_out[label] -= 1
+        total += row_loss_and_gradient(logits, y[i], 1.0, d_out)
         # Deeper layers backward: backpropagate and update in one pass over W_l.
         for l in range(last, 0, -1):
             n_in = sizes[l]

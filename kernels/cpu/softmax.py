@@ -19,6 +19,21 @@ def row_log_sum_exp(z):
 
 
 @jit
+def row_loss_and_gradient(z, label, scale, dz):
+    """Return ``l = -log softmax(z)_label`` and write ``dz = scale (softmax(z) - onehot(label))``.
+
+    One row's loss and its scaled gradient, for the fused kernels; ``dz`` must
+    not be ``z``.
+    """
+    m, log_s = row_log_sum_exp(z)
+    shift = m + log_s
+    for k in range(z.shape[0]):
+        dz[k] = math.exp(z[k] - shift) * scale
+    dz[label] -= scale
+    return shift - z[label]
+
+
+@jit
 def softmax(Z, out):
     """Row-wise ``out = exp(Z - max Z) / Σ exp(Z - max Z)``.
 
