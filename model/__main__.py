@@ -1,5 +1,5 @@
 import sys
 
-from model.cli import main
+from model.cli import run
 
-sys.exit(main())
+sys.exit(run())

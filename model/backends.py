@@ -10,7 +10,10 @@ name       ops                   arrays
 =========  ====================  ==========================================
 """
 
+import ctypes
 import importlib
+import os
+import sys
 
 import numpy as np
 
@@ -77,6 +80,27 @@ class CudaBackend(HostBackend):
         self._cuda.synchronize()
 
 
+def cuda_driver_loads():
+    """Whether the NVIDIA driver library loads: the cheap first question of ``backend='auto'``.
+
+    Loading it takes about a millisecond, where importing ``numba.cuda`` to ask
+    ``is_available()`` takes about half a second; so a machine without a driver
+    (hence without a GPU) goes straight to ``cpu``. Where the driver loads,
+    ``numba.cuda`` makes the real check. ``NUMBA_CUDA_DRIVER``, numba's own
+    setting for a driver elsewhere, is left to numba.
+    """
+    if os.environ.get("NUMBA_CUDA_DRIVER"):
+        return True
+    names = {"win32": ("nvcuda.dll",), "darwin": ()}.get(sys.platform, ("libcuda.so.1", "libcuda.so"))
+    for name in names:
+        try:
+            ctypes.CDLL(name)
+        except OSError:
+            continue
+        return True
+    return False
+
+
 def resolve_backend_name(name):
     """Check ``name`` and turn ``auto`` into ``cuda`` or ``cpu``."""
     if not isinstance(name, str):
@@ -84,6 +108,8 @@ def resolve_backend_name(name):
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
     if name == "auto":
+        if not cuda_driver_loads():
+            return "cpu"
         from kernels import cuda as cuda_ops
 
         return "cuda" if cuda_ops.is_available() else "cpu"

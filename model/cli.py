@@ -1,6 +1,7 @@
 """Command line: ``python -m model train [options]``."""
 
 import argparse
+import gc
 import sys
 import time
 
@@ -96,5 +97,20 @@ def main(argv=None):
     return 0
 
 
+def run():
+    """The program (``python -m model``, ``numba-mlp``): :func:`main`, then a quick exit.
+
+    By the end of a run numba holds some 10⁵ long-lived objects (its typing and
+    lowering registries), and the interpreter's final garbage collections would
+    walk them all again on the way out: 0.2-0.3 s on a 2-core machine, about a
+    third of a short run. ``gc.freeze()`` moves them out of the collector's
+    reach first. That is a process-wide setting, so only the program makes it:
+    :func:`main` called from Python leaves the collector alone.
+    """
+    status = main()
+    gc.freeze()
+    return status
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -3,6 +3,9 @@
 Outputs are poisoned with NaN before each call, so an unwritten element fails.
 """
 
+import os
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -343,6 +346,50 @@ def test_chunks_cover_the_range_once(n, n_chunks, align):
         assert start <= stop and (start == stop or start % align == 0)
         covered.extend(range(start, stop))
     assert covered == list(range(n))
+
+
+@pytest.mark.skipif(CUDA_UNDER_TEST, reason="the CPU kernels' on-disk cache")
+def test_cache_of_changed_sources_is_dropped(monkeypatch, tmp_path):
+    """Cached CPU kernels compiled from other sources are deleted, in numba's cache directory when one is set."""
+    import hashlib
+    import os
+
+    import numba
+
+    from kernels.cpu import _jit
+
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path))
+    source_directory = os.path.dirname(os.path.abspath(_jit.__file__))
+    in_cache_dir = tmp_path / f"cpu_{hashlib.sha1(source_directory.encode()).hexdigest()}"
+    assert _jit.cache_directories()[-1] == in_cache_dir  # numba's own choice: test_cache_directory_is_numbas
+    in_cache_dir.mkdir()
+    kernel_files = [in_cache_dir / "network.sgd_epoch-1.py311.nbi", in_cache_dir / "network.sgd_epoch-1.py311.1.nbc"]
+    for path in kernel_files:
+        path.write_bytes(b"old")
+    (in_cache_dir / "kernels-source.sha256").write_text("digest of other sources")
+    _jit.drop_stale_cache([in_cache_dir])
+    assert not any(path.exists() for path in kernel_files)
+    assert (in_cache_dir / "kernels-source.sha256").read_text() == _jit.source_digest()
+    for path in kernel_files:  # compiled from these sources: kept
+        path.write_bytes(b"current")
+    _jit.drop_stale_cache([in_cache_dir])
+    assert all(path.exists() for path in kernel_files)
+
+
+@pytest.mark.skipif(CUDA_UNDER_TEST, reason="the CPU kernels' cache directory")
+def test_cache_directory_is_numbas(tmp_path):
+    """numba's own choice of directory under NUMBA_CACHE_DIR is the one the stale-cache check looks at."""
+    import subprocess
+    import sys
+
+    script = ("import numpy as np; from kernels.cpu import _jit; from kernels.cpu.softmax import row_log_sum_exp; "
+              "row_log_sum_exp(np.zeros(3)); print(_jit.cache_directories()[-1])")
+    environment = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment,
+                            timeout=600, check=True)
+    directory = pathlib.Path(result.stdout.strip())
+    assert directory.parent == tmp_path
+    assert list(directory.glob("softmax.row_log_sum_exp-*.nbi"))
 
 
 @pytest.mark.skipif(CUDA_UNDER_TEST, reason="the CPU kernels' threads")

@@ -2,6 +2,8 @@
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -248,6 +250,37 @@ def test_auto_backend_falls_back_to_cpu_without_a_gpu():
 
     net = MLP([3, 2], backend="auto")
     assert net.backend == ("cuda" if cuda_ops.is_available() else "cpu")
+
+
+def test_auto_backend_without_a_driver_does_not_import_numba_cuda():
+    """Without an NVIDIA driver, ``auto`` answers ``cpu`` at once, without the ~0.5 s import of numba.cuda."""
+    script = ("import sys; from model.backends import cuda_driver_loads, resolve_backend_name; "
+              "print(cuda_driver_loads(), resolve_backend_name('auto'), 'numba.cuda' in sys.modules)")
+    environment = {key: value for key, value in os.environ.items() if key != "NUMBA_CUDA_DRIVER"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment,
+                            timeout=300, check=True)
+    driver_loads, backend, imported = result.stdout.split()
+    if driver_loads == "True":
+        pytest.skip("an NVIDIA driver is present: auto asks numba.cuda")
+    assert (backend, imported) == ("cpu", "False")
+
+
+def test_cuda_driver_probe(monkeypatch):
+    from model import backends
+
+    def no_library(name):
+        raise OSError(f"{name}: cannot open shared object file")
+
+    monkeypatch.delenv("NUMBA_CUDA_DRIVER", raising=False)
+    monkeypatch.setattr(backends.ctypes, "CDLL", no_library)
+    assert not backends.cuda_driver_loads()
+    assert backends.resolve_backend_name("auto") == "cpu"
+    monkeypatch.setenv("NUMBA_CUDA_DRIVER", "/opt/driver/libcuda.so")  # numba's setting: numba decides
+    assert backends.cuda_driver_loads()
+    loaded = []
+    monkeypatch.delenv("NUMBA_CUDA_DRIVER")
+    monkeypatch.setattr(backends.ctypes, "CDLL", loaded.append)
+    assert backends.cuda_driver_loads() == (backends.sys.platform != "darwin")
 
 
 def test_cuda_backend_without_gpu_says_how_to_get_one():

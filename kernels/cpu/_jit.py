@@ -7,8 +7,10 @@ must be able to see a NaN loss.
 """
 
 import hashlib
+import os
 import pathlib
 
+import numba
 from numba import njit
 
 from kernels.activations import activate, derivative
@@ -29,32 +31,57 @@ activate_scalar = njit(inline="always", fastmath=set(FASTMATH))(activate)
 derivative_scalar = njit(inline="always", fastmath=set(FASTMATH))(derivative)
 
 
-def _drop_stale_cache():
+def cache_directories():
+    """The directories where numba caches these kernels.
+
+    The in-tree ``__pycache__`` and, when ``NUMBA_CACHE_DIR`` is set, the
+    sub-directory numba picks there: the source directory's name and the SHA-1
+    of its absolute path (``get_suitable_cache_subpath`` in ``numba.core.caching``).
+    """
+    source_directory = os.path.dirname(os.path.abspath(__file__))
+    directories = [pathlib.Path(source_directory) / "__pycache__"]
+    if numba.config.CACHE_DIR:
+        digest = hashlib.sha1(source_directory.encode()).hexdigest()
+        directories.append(pathlib.Path(numba.config.CACHE_DIR) / f"{os.path.basename(source_directory)}_{digest}")
+    return directories
+
+
+def source_digest():
+    """SHA-256 of every source the CPU kernels are built from."""
+    package = pathlib.Path(__file__).resolve().parent
+    sources = [*sorted(package.glob("*.py")), package.parent / "activations.py"]
+    return hashlib.sha256(b"".join(path.read_bytes() for path in sources)).hexdigest()
+
+
+def drop_stale_cache(directories=None):
     """Delete numba's cached CPU kernels when any kernel source changed since they were compiled.
 
     numba checks a cached function only against its *own* file; a kernel that
     calls a changed kernel of another file would load stale machine code (seen
     here: after an edit of ``linear.py``, ``network.py``'s cached kernels still
     ran the old products). A hash of every source the CPU kernels are built
-    from, stored beside the cache, catches that.
+    from, stored beside each cache, catches that.
+
+    Parameters
+    ----------
+    directories : list of pathlib.Path, optional
+        The cache directories to check; :func:`cache_directories` by default.
     """
-    package = pathlib.Path(__file__).resolve().parent
-    sources = [*sorted(package.glob("*.py")), package.parent / "activations.py"]
-    digest = hashlib.sha256(b"".join(path.read_bytes() for path in sources)).hexdigest()
-    cache = package / "__pycache__"
-    stamp = cache / "kernels-source.sha256"
-    try:
-        if stamp.read_text() == digest:
-            return
-    except OSError:
-        pass
-    try:
-        cache.mkdir(exist_ok=True)
-        for stale in list(cache.glob("*.nbi")) + list(cache.glob("*.nbc")):
-            stale.unlink()
-        stamp.write_text(digest)
-    except OSError:  # a read-only install: numba then caches elsewhere or not at all
-        pass
+    digest = source_digest()
+    for cache in cache_directories() if directories is None else directories:
+        stamp = cache / "kernels-source.sha256"
+        try:
+            if stamp.read_text() == digest:
+                continue
+        except OSError:
+            pass
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            for stale in [*cache.glob("*.nbi"), *cache.glob("*.nbc")]:
+                stale.unlink()
+            stamp.write_text(digest)
+        except OSError:  # a read-only install: numba then caches elsewhere or not at all
+            pass
 
 
-_drop_stale_cache()
+drop_stale_cache()
