@@ -97,6 +97,31 @@ def test_activation_derivative_against_finite_differences(under_test, activation
     np.testing.assert_allclose(slope, numeric, rtol=1e-6, atol=1e-8)
 
 
+# Worst error, in float32 units in the last place, against float64 NumPy over the grid below (the CPU's
+# float32 sigmoid and tanh are the vectorised approximations of kernels.cpu.scalar; libm is within 1).
+FLOAT32_ULPS = {"sigmoid": 4.0, "tanh": 5.0}
+
+
+@pytest.mark.parametrize("activation", sorted(FLOAT32_ULPS))
+def test_float32_sigmoid_tanh_accuracy_and_special_values(under_test, activation):
+    """Error over a dense grid of float32 inputs, both tails and the subnormal results, then NaN, ±inf, ±0."""
+    code = ACTIVATIONS[activation]
+    points = 20_001 if SIMULATOR else 2_000_001
+    z = np.concatenate([np.linspace(-110, 110, points), np.linspace(-1e-3, 1e-3, points // 10),
+                        -np.logspace(-30, 2.1, points // 20), np.logspace(-30, 2.1, points // 20)])
+    z = z.astype(np.float32)[None, :]
+    (got,) = under_test.call("activation_forward", z, code, poisoned(z.shape, np.float32), outputs=[2])
+    exact = np.tanh(z.astype(np.float64)) if activation == "tanh" else 1 / (1 + np.exp(-z.astype(np.float64)))
+    ulp = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
+    normal = np.abs(exact) > 1e-30
+    assert np.max(np.abs(got - exact)[normal] / ulp[normal]) <= FLOAT32_ULPS[activation]
+    assert np.max(np.abs(got - exact)[~normal]) <= 1e-30  # subnormal results, down to 0
+    special = np.array([[np.nan, np.inf, -np.inf, 0.0, -0.0, 200.0, -200.0]], np.float32)
+    (got,) = under_test.call("activation_forward", special, code, poisoned(special.shape, np.float32), outputs=[2])
+    expected = [np.nan, 1, -1, 0, 0, 1, -1] if activation == "tanh" else [np.nan, 1, 0, 0.5, 0.5, 1, 0]
+    np.testing.assert_array_equal(got[0], np.array(expected, np.float32))
+
+
 @pytest.mark.parametrize("shape", [(1, 2), (3, 10), (9, 7)], ids=str)
 def test_softmax_and_cross_entropy(under_test, rng, dtype, shape):
     batch, n_classes = shape

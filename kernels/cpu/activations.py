@@ -4,7 +4,8 @@ The scalar formulas come from :mod:`kernels.activations` (written once for all
 compiled backends); see there for the table.
 """
 
-from kernels.cpu._jit import activate_scalar, derivative_scalar, jit
+from kernels.cpu._jit import jit
+from kernels.cpu.scalar import activate_scalar, derivative_scalar
 
 
 @jit

@@ -10,8 +10,9 @@ import numpy as np
 from numba import get_num_threads, prange
 
 from kernels.activations import IDENTITY
-from kernels.cpu._jit import activate_scalar, derivative_scalar, jit, jit_parallel
+from kernels.cpu._jit import jit, jit_parallel
 from kernels.cpu.linear import axpy, gemm_nt, gemm_rows, gemv, input_gradient, weight_gradient
+from kernels.cpu.scalar import activate_scalar, derivative_scalar
 from kernels.cpu.softmax import row_log_sum_exp, row_loss_and_gradient, softmax, softmax_cross_entropy_backward
 
 
