@@ -9,6 +9,7 @@ the NumPy reference before it is timed.
 
 import os
 import pathlib
+import time
 
 import numpy as np
 import pytest
@@ -129,6 +130,18 @@ def make_runner(name, params, X, y, order):
     return LibraryRunner(name, params, X, y, order)
 
 
+#: OpenBLAS's worker threads spin for 0.1-0.2 s after each call before they sleep. Measured here, a
+#: two-thread cpu epoch (batch 128) timed right after the NumPy reference took 2-2.3× as long as one
+#: timed 0.2 s later: the spinning threads held the cores. Every benchmark waits this long after
+#: its reference check, so that whatever is timed has the machine to itself.
+BLAS_SETTLE_SECONDS = 0.3
+
+
+def let_blas_threads_sleep():
+    """Wait until the BLAS threads the reference check woke up have gone back to sleep."""
+    time.sleep(BLAS_SETTLE_SECONDS)
+
+
 def check_against_reference(runner, params, X, y, order, batch_size, samples):
     """Train ``samples`` samples with the runner and with the NumPy reference; compare the weights."""
     reference = LibraryRunner("numpy", params, X, y, order)
@@ -139,6 +152,7 @@ def check_against_reference(runner, params, X, y, order, batch_size, samples):
         np.testing.assert_allclose(W, W_ref, rtol=2e-3, atol=2e-4)
         np.testing.assert_allclose(b, b_ref, rtol=2e-3, atol=2e-4)
     runner.reset()
+    let_blas_threads_sleep()
 
 
 def require_backend(name):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import kernels.numpy as reference
-from bench.conftest import LR, N_SAMPLES, SIZES
+from bench.conftest import LR, N_SAMPLES, SIZES, let_blas_threads_sleep
 from kernels import layout
 from kernels.activations import RELU
 from kernels.cpu.network import SPARSE_MAX_DENSITY, minibatch_epoch_variant, parallel_threads
@@ -40,6 +40,7 @@ def test_minibatch_epoch_variant(benchmark, datasets, initial_params, order, dat
     minibatch_epoch_variant(theta, sizes, RELU, X, y, checked, batch_size, LR, work, np.zeros(1), threads,
                             max_density)
     np.testing.assert_allclose(theta, expected, rtol=2e-3, atol=2e-4)
+    let_blas_threads_sleep()
     benchmark.group = f"minibatch paths {data} batch {batch_size}"
     benchmark.extra_info.update(items=N_SAMPLES, unit="samples")
     benchmark.pedantic(

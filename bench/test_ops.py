@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import kernels.numpy as reference
-from bench.conftest import library_backends, require_backend
+from bench.conftest import let_blas_threads_sleep, library_backends, require_backend
 from kernels.activations import ACTIVATIONS
 from model.backends import get_backend
 
@@ -39,6 +39,7 @@ def run(benchmark, backend, group, op_name, args, outputs, flops, expected):
     for got, want in zip(call.results(), expected):
         # float32 sums of up to 1,024 products of N(0, 1) numbers, added in another order
         np.testing.assert_allclose(got, want, rtol=2e-4, atol=5e-4)
+    let_blas_threads_sleep()
     benchmark.group = group
     benchmark.extra_info.update(flops=flops, unit="GFLOP/s")
     benchmark(call)
