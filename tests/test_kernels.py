@@ -145,6 +145,20 @@ def test_softmax_and_cross_entropy(under_test, rng, dtype, shape):
     np.testing.assert_allclose(got_dZ, dZ, **tolerance(dtype))
 
 
+def test_softmax_of_minus_infinity_is_zero(under_test, dtype):
+    """A logit of -inf (a masked class) gets probability exactly 0 and no NaN anywhere; softmax starts from -inf."""
+    Z = np.array([[-np.inf, 0.0, 1.0], [2.0, -np.inf, -np.inf]], dtype)
+    y = np.array([2, 0])
+    (probs,) = under_test.call("softmax", Z, poisoned(Z.shape, dtype), outputs=[1])
+    expected = np.array([[0.0, 1 / (1 + np.e), np.e / (1 + np.e)], [1.0, 0.0, 0.0]])
+    np.testing.assert_allclose(probs, expected, **tolerance(dtype))
+    assert probs[0, 0] == 0 and probs[1, 1] == 0 and probs[1, 2] == 0
+    (losses,) = under_test.call("cross_entropy", Z, y, poisoned(2, dtype), outputs=[2])
+    np.testing.assert_allclose(losses, -np.log(expected[[0, 1], [2, 0]]), **tolerance(dtype))
+    (dZ,) = under_test.call("softmax_cross_entropy_backward", Z, y, poisoned(Z.shape, dtype), outputs=[2])
+    np.testing.assert_allclose(dZ, (expected - np.eye(3)[y]) / 2, **tolerance(dtype))
+
+
 def test_cross_entropy_never_takes_log_zero(under_test):
     """A hopeless prediction (probability underflows to 0) gives a large finite loss, not inf."""
     Z = np.array([[0.0, 1000.0]], dtype=np.float32)

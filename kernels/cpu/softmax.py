@@ -3,6 +3,7 @@
 import math
 
 from kernels.cpu._jit import jit
+from kernels.cpu.scalar import exp_nonpositive
 
 
 @jit
@@ -14,7 +15,7 @@ def row_log_sum_exp(z):
             m = z[k]
     s = 0.0
     for k in range(z.shape[0]):
-        s += math.exp(z[k] - m)
+        s += exp_nonpositive(z[k] - m)
     return m, math.log(s)
 
 
@@ -26,11 +27,11 @@ def row_loss_and_gradient(z, label, scale, dz):
     not be ``z``.
     """
     m, log_s = row_log_sum_exp(z)
-    shift = m + log_s
+    shift = z.dtype.type(m + log_s)  # in the logits' dtype, for a vectorised float32 exp
     for k in range(z.shape[0]):
-        dz[k] = math.exp(z[k] - shift) * scale
+        dz[k] = exp_nonpositive(z[k] - shift) * scale
     dz[label] -= scale
-    return shift - z[label]
+    return m + log_s - z[label]
 
 
 @jit
@@ -45,9 +46,9 @@ def softmax(Z, out):
     """
     for i in range(Z.shape[0]):
         m, log_s = row_log_sum_exp(Z[i])
-        shift = m + log_s
+        shift = Z.dtype.type(m + log_s)
         for k in range(Z.shape[1]):
-            out[i, k] = math.exp(Z[i, k] - shift)
+            out[i, k] = exp_nonpositive(Z[i, k] - shift)
 
 
 @jit
@@ -81,8 +82,8 @@ def softmax_cross_entropy_backward(Z, y, dZ):
     inv_batch = 1.0 / Z.shape[0]
     for i in range(Z.shape[0]):
         m, log_s = row_log_sum_exp(Z[i])
-        shift = m + log_s
+        shift = Z.dtype.type(m + log_s)
         label = y[i]
         for k in range(Z.shape[1]):
-            p = math.exp(Z[i, k] - shift)
+            p = exp_nonpositive(Z[i, k] - shift)
             dZ[i, k] = ((p - 1.0) if k == label else p) * inv_batch
