@@ -2,7 +2,9 @@
 
 The scalar formulas below are written once, in plain Python, and compiled for
 each target: ``kernels.cpu`` wraps them with ``numba.njit`` and ``kernels.cuda``
-with ``numba.cuda.jit(device=True)``. The NumPy reference in
+with ``numba.cuda.jit(device=True)``. (On the CPU, sigmoid and tanh come from
+:mod:`kernels.cpu.scalar` instead: in float32 they are vectorisable
+approximations of libm's, within a few units in the last place.) The NumPy reference in
 ``kernels.numpy.activations`` is an independent vectorised implementation, so the
 tests compare two separately written versions.
 
