@@ -90,3 +90,16 @@ def workspace_views(work, sizes, batch):
     start = 2 * n_acts + n_params
     return (work[:n_acts], work[n_acts:2 * n_acts], work[2 * n_acts:start],
             work[start:start + n_inputs].reshape(int(batch), int(sizes[0])))
+
+
+def batch_starts(n, batch_size):
+    """Where each batch of ``batch_size`` consecutive samples starts among ``n`` (the last may be short).
+
+    Raises
+    ------
+    ValueError
+        If ``batch_size`` < 1.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return range(0, n, batch_size)

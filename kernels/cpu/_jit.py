@@ -32,6 +32,10 @@ jit = njit(cache=True, fastmath=set(FASTMATH), error_model=ERROR_MODEL, nogil=Tr
 jit_parallel = njit(cache=True, fastmath=set(FASTMATH), error_model=ERROR_MODEL, nogil=True, parallel=True)
 
 
+#: This package's directory, as numba names it (``os.path.abspath`` of the source file's directory).
+SOURCE_DIRECTORY = os.path.dirname(os.path.abspath(__file__))
+
+
 def cache_directories():
     """The directories where numba caches these kernels.
 
@@ -39,17 +43,16 @@ def cache_directories():
     sub-directory numba picks there: the source directory's name and the SHA-1
     of its absolute path (``get_suitable_cache_subpath`` in ``numba.core.caching``).
     """
-    source_directory = os.path.dirname(os.path.abspath(__file__))
-    directories = [pathlib.Path(source_directory) / "__pycache__"]
+    directories = [pathlib.Path(SOURCE_DIRECTORY) / "__pycache__"]
     if numba.config.CACHE_DIR:
-        digest = hashlib.sha1(source_directory.encode()).hexdigest()
-        directories.append(pathlib.Path(numba.config.CACHE_DIR) / f"{os.path.basename(source_directory)}_{digest}")
+        digest = hashlib.sha1(SOURCE_DIRECTORY.encode()).hexdigest()
+        directories.append(pathlib.Path(numba.config.CACHE_DIR) / f"{os.path.basename(SOURCE_DIRECTORY)}_{digest}")
     return directories
 
 
 def source_digest():
     """SHA-256 of every source the CPU kernels are built from."""
-    package = pathlib.Path(__file__).resolve().parent
+    package = pathlib.Path(SOURCE_DIRECTORY)
     sources = [*sorted(package.glob("*.py")), package.parent / "activations.py"]
     return hashlib.sha256(b"".join(path.read_bytes() for path in sources)).hexdigest()
 

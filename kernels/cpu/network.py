@@ -9,6 +9,7 @@ import numba
 import numpy as np
 from numba import get_num_threads, prange
 
+from kernels import layout
 from kernels.activations import IDENTITY
 from kernels.cpu._jit import jit, jit_parallel
 from kernels.cpu.linear import axpy, gemm_nt, gemm_rows, gemv, input_gradient, weight_gradient
@@ -424,8 +425,7 @@ def minibatch_epoch(theta, sizes, activation, X, y, order, batch_size, lr, work,
     loss_sum : ndarray of float64, shape (1,)
         ``loss_sum[0] +=`` each sample's loss, before the update of its step.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    layout.batch_starts(order.shape[0], batch_size)  # checks batch_size as the other backends do
     index_bytes = 4 * min(batch_size, order.shape[0]) * X.shape[1]
     max_density = SPARSE_MAX_DENSITY if index_bytes <= SPARSE_MAX_INDEX_BYTES else -1.0
     minibatch_epoch_variant(theta, sizes, activation, X, y, order, batch_size, lr, work, loss_sum,
@@ -599,19 +599,14 @@ def sgd_epoch_variant(theta, sizes, activation, X, y, order, lr, work, loss_sum,
     d1 = deltas[:n1]
     code1 = IDENTITY if last == 0 else activation
     g1 = np.zeros(n1, theta.dtype)  # η δ_1 of the sample whose first-layer update is pending
-    features = np.empty(n0, np.int64)
+    features = np.arange(n0)  # every input, unless each sample's non-zero ones are listed over it
     prev = order[0] if order.shape[0] > 0 else 0
     total = 0.0
     for s in range(order.shape[0]):
         i = order[s]
         x = X[i]
         x_prev = X[prev]  # with g1 = 0 when no update is pending
-        if skip_zero_features:
-            count = nonzero_union(x, x_prev, features)
-        else:
-            count = n0
-            for k in range(n0):
-                features[k] = k
+        count = nonzero_union(x, x_prev, features) if skip_zero_features else n0
         # First layer: finish the previous sample's update and compute z = b_1 + W_1 x in one pass.
         a1[:] = b1
         first_layer_pass(W1T, features, count, x_prev, g1, x, a1)

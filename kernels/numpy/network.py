@@ -117,9 +117,7 @@ def minibatch_epoch(theta, sizes, activation, X, y, order, batch_size, lr, work,
     loss_sum : ndarray, shape (1,)
         ``loss_sum[0] +=`` each sample's loss, measured before the update of its step.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    for start in range(0, order.shape[0], batch_size):
+    for start in layout.batch_starts(order.shape[0], batch_size):
         minibatch_step(theta, sizes, activation, X, y, order[start:start + batch_size], lr, work, loss_sum)
 
 
