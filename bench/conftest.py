@@ -142,6 +142,11 @@ def let_blas_threads_sleep():
     time.sleep(BLAS_SETTLE_SECONDS)
 
 
+def flat_theta(params):
+    """``[(W, b), ...]`` as the flat float32 ``theta`` the kernels take (see :mod:`kernels.layout`)."""
+    return np.concatenate([np.concatenate([W.ravel(), b]) for W, b in params]).astype(np.float32)
+
+
 def check_against_reference(runner, params, X, y, order, batch_size, samples):
     """Train ``samples`` samples with the runner and with the NumPy reference; compare the weights."""
     reference = LibraryRunner("numpy", params, X, y, order)

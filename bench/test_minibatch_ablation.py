@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import kernels.numpy as reference
-from bench.conftest import LR, N_SAMPLES, SIZES, let_blas_threads_sleep
+from bench.conftest import LR, N_SAMPLES, SIZES, flat_theta, let_blas_threads_sleep
 from kernels import layout
 from kernels.activations import RELU
 from kernels.cpu.network import SPARSE_MAX_DENSITY, minibatch_epoch_variant, parallel_threads
@@ -30,7 +30,7 @@ VARIANTS = {
 def test_minibatch_epoch_variant(benchmark, datasets, initial_params, order, data, batch_size, variant):
     X, y = datasets[data]
     sizes = layout.as_sizes(SIZES)
-    start = np.concatenate([np.concatenate([W.ravel(), b]) for W, b in initial_params]).astype(np.float32)
+    start = flat_theta(initial_params)
     work = np.zeros(layout.workspace_size(sizes, batch_size), np.float32)
     threads, max_density = VARIANTS[variant]()
     checked = order[:3 * batch_size]

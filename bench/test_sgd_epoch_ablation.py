@@ -8,7 +8,7 @@ switched on or off; groups ``sgd_epoch savings <data>`` compare the variants wit
 import numpy as np
 import pytest
 
-from bench.conftest import LR, N_SAMPLES, SIZES
+from bench.conftest import LR, N_SAMPLES, SIZES, flat_theta
 from kernels import layout
 from kernels.activations import RELU
 from kernels.cpu.network import sgd_epoch, sgd_epoch_variant
@@ -37,7 +37,7 @@ def test_sgd_epoch_variant(benchmark, datasets, initial_params, order, case, var
     X, y = datasets[data]
     sizes = layout.as_sizes(layer_sizes)
     params = initial_params if layer_sizes == SIZES else MLP(layer_sizes, backend="numpy", seed=0).params
-    start = np.concatenate([np.concatenate([W.ravel(), b]) for W, b in params]).astype(np.float32)
+    start = flat_theta(params)
     work = np.zeros(layout.workspace_size(sizes, 1), np.float32)
     flags = VARIANTS[variant]
 
