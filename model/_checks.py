@@ -12,14 +12,37 @@ DTYPES = ("float32", "float64")
 
 
 def check_dtype(dtype):
-    """Normalise ``dtype`` to ``np.dtype('float32')`` or ``np.dtype('float64')``."""
+    """Normalise ``dtype`` to the native ``np.dtype('float32')`` or ``np.dtype('float64')``.
+
+    A byte-swapped float (``">f4"`` on a little-endian machine) means the same
+    numbers: it becomes the native dtype, the only kind every backend runs.
+    """
     try:
         resolved = np.dtype(dtype)
     except TypeError:
         raise TypeError(f"dtype must be one of {DTYPES}, got {dtype!r}") from None
     if resolved.name not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {resolved.name!r}")
-    return resolved
+    return np.dtype(resolved.name)
+
+
+def check_fits_dtype(name, array, dtype):
+    """``array`` cast to ``dtype``, refusing values that are not finite or overflow it.
+
+    Raises
+    ------
+    ValueError
+        Naming ``name``, the largest magnitude given and the dtype's range.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        converted = np.asarray(array).astype(dtype)
+    if not np.isfinite(converted).all():
+        if not np.isfinite(array).all():
+            raise ValueError(f"{name} must hold finite numbers, got NaN or infinite values")
+        raise ValueError(f"{name} holds values too large for {np.dtype(dtype).name}: largest magnitude "
+                         f"{float(np.max(np.abs(array))):.6g}, {np.dtype(dtype).name} holds at most "
+                         f"{float(np.finfo(dtype).max):.6g}")
+    return converted
 
 
 def check_layer_sizes(layer_sizes):

@@ -1,8 +1,11 @@
 """Command line: ``python -m model train [options]``."""
 
 import argparse
+import contextlib
 import gc
+import os
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -71,9 +74,48 @@ def _load(args, parser):
     return X_train, y_train, X_val, y_val, X_test, y_test
 
 
+def _check_destination(path):
+    """Why the model could not be written to ``path`` (None when it can): checked before training."""
+    directory = os.path.dirname(os.path.realpath(path))
+    if os.path.isdir(path):
+        return f"{path} is a directory"
+    try:
+        descriptor, probe = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
+    except OSError as error:
+        return f"cannot write in {directory}: {error.strerror or error}"
+    os.close(descriptor)
+    os.remove(probe)
+    return None
+
+
+def _save(net, path):
+    """Save to ``path``; if that fails after all (the disk filled up, say), save beside the temporary files
+    instead and say so in one line. Returns the exit status."""
+    try:
+        net.save(path)
+    except OSError as error:
+        descriptor, fallback = tempfile.mkstemp(prefix="numba-mlp-", suffix=".npz")
+        os.close(descriptor)
+        try:
+            net.save(fallback)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.remove(fallback)
+            print(f"error: could not save the model to {path} ({error.strerror or error}); it is lost",
+                  file=sys.stderr)
+            return 1
+        print(f"error: could not save the model to {path} ({error.strerror or error}); saved to {fallback} "
+              f"instead", file=sys.stderr)
+        return 1
+    print(f"saved to {path}")
+    return 0
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.save and (problem := _check_destination(args.save)):
+        parser.error(f"--save {args.save}: {problem}")
     from model.mlp import MLP
 
     X_train, y_train, X_val, y_val, X_test, y_test = _load(args, parser)
@@ -85,16 +127,19 @@ def main(argv=None):
     print(f"{args.dataset}: {len(X_train)} train, {len(X_val)} validation, {len(X_test)} test samples; "
           f"{net!r}", flush=True)
     started = time.perf_counter()
-    history = net.fit(X_train, y_train, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                      validation_data=(X_val, y_val), patience=args.patience, verbose=True)
+    try:
+        history = net.fit(X_train, y_train, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                          validation_data=(X_val, y_val), patience=args.patience, verbose=True)
+    except ValueError as error:
+        parser.error(str(error))
+    except FloatingPointError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     seconds = time.perf_counter() - started
     if history.stopped_early:
         print(f"early stop: best validation loss at epoch {history.best_epoch}, weights restored")
     print(f"test accuracy {net.score(X_test, y_test):.4f}  ({len(history)} epochs, {seconds:.2f}s)")
-    if args.save:
-        net.save(args.save)
-        print(f"saved to {args.save}")
-    return 0
+    return _save(net, args.save) if args.save else 0
 
 
 def run():

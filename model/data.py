@@ -5,6 +5,7 @@ Nothing here downloads anything.
 
 import gzip
 import os
+import zlib
 from importlib import resources
 
 import numpy as np
@@ -60,8 +61,11 @@ def read_idx(path, expected_magic):
     ndarray of uint8
         Shape ``(n,)`` for labels, ``(n, rows, cols)`` for images.
     """
-    with _open_maybe_gzip(path) as handle:
-        data = handle.read()
+    try:
+        with _open_maybe_gzip(path) as handle:
+            data = handle.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:  # a truncated or corrupt .gz
+        raise ValueError(f"{path}: damaged gzip file ({error})") from None
     if len(data) < 8:
         raise ValueError(f"{path}: not an IDX file (only {len(data)} bytes)")
     magic = int.from_bytes(data[:4], "big")
@@ -105,13 +109,29 @@ def load_mnist(path, split="train", dtype="float32"):
 def train_validation_split(X, y, validation_fraction=0.1, seed=0):
     """Shuffle with ``numpy.random.default_rng(seed)`` and split off a validation set.
 
+    Rows are taken by position: array-likes (lists, pandas DataFrames and
+    Series, whatever their index) are converted to NumPy arrays first.
+
+    Parameters
+    ----------
+    X : array_like, shape (N, ...)
+    y : array_like, shape (N,)
+    validation_fraction : float in (0, 1)
+    seed : int
+
     Returns
     -------
-    X_train, y_train, X_validation, y_validation
+    X_train, y_train, X_validation, y_validation : ndarray
     """
-    n = len(X)
-    if len(y) != n:
-        raise ValueError(f"y must have one label per row of X ({n}), got {len(y)}")
+    X = np.asarray(X)
+    y = np.asarray(y)
+    if X.ndim == 0 or y.ndim == 0:
+        raise ValueError(f"X and y must be sequences of samples, got shapes {X.shape} and {y.shape}")
+    n = X.shape[0]
+    if y.shape[0] != n:
+        raise ValueError(f"y must have one label per row of X ({n}), got {y.shape[0]}")
+    if isinstance(validation_fraction, bool) or not isinstance(validation_fraction, (int, float, np.floating)):
+        raise TypeError(f"validation_fraction must be a number, got {type(validation_fraction).__name__}")
     if not 0 < validation_fraction < 1:
         raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
     n_validation = round(n * validation_fraction)

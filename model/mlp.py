@@ -5,6 +5,7 @@ moves arrays, orders samples and keeps the bookkeeping.
 """
 
 import contextlib
+import operator
 import os
 import signal
 import sys
@@ -13,6 +14,7 @@ import threading
 import time
 import zipfile
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -24,13 +26,30 @@ from model.backends import get_backend, resolve_backend_name
 FORMAT_VERSION = 1
 #: Samples per call of the evaluation ops (bounds the scratch memory of predict/score).
 EVAL_BATCH = 1024
-#: Target wall time of one chunk of the per-sample epoch: the Ctrl-C and progress granularity.
-CHUNK_SECONDS = 0.05
+
+
+class Epoch(NamedTuple):
+    """One epoch of a :class:`History`: ``history[i]``, or what iterating over it gives."""
+
+    epoch: int
+    train_loss: float
+    val_loss: float | None
+    val_accuracy: float | None
+    seconds: float
+
+
+#: The per-epoch lists of a :class:`History`, in :class:`Epoch` order.
+METRICS = ("train_loss", "val_loss", "val_accuracy", "seconds")
 
 
 @dataclass
 class History:
-    """What ``fit`` measured, one entry per completed epoch."""
+    """What ``fit`` measured, one entry per completed epoch.
+
+    ``history.train_loss`` (or ``history["train_loss"]``) is a metric's list over
+    the epochs; ``history[i]`` is epoch ``i`` as an :class:`Epoch` record, and
+    iterating gives the records in turn.
+    """
 
     train_loss: list = field(default_factory=list)
     val_loss: list = field(default_factory=list)
@@ -42,7 +61,23 @@ class History:
     interrupted: bool = False
 
     def __getitem__(self, key):
-        return getattr(self, key)
+        if isinstance(key, str):
+            if key not in METRICS:
+                raise KeyError(f"History has the metrics {METRICS}, not {key!r}")
+            return getattr(self, key)
+        if isinstance(key, slice):
+            return [self[i] for i in range(len(self))[key]]
+        try:
+            index = range(len(self))[operator.index(key)]
+        except TypeError:
+            raise TypeError(f"History indices are epoch numbers, slices or metric names, "
+                            f"not {type(key).__name__}") from None
+        except IndexError:
+            raise IndexError(f"History has {len(self)} epochs, no epoch index {key}") from None
+        return Epoch(index + 1, *(getattr(self, metric)[index] for metric in METRICS))
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
 
     def __len__(self):
         return len(self.train_loss)
@@ -51,8 +86,10 @@ class History:
 class _InterruptFlag:
     """Turns the first Ctrl-C during ``fit`` into a flag checked between chunks.
 
-    A second Ctrl-C raises ``KeyboardInterrupt`` at once, as usual. Outside the
-    main thread signals cannot be caught, and nothing changes.
+    A second Ctrl-C raises ``KeyboardInterrupt`` at once, as usual. Only Python's
+    default handler is replaced: a program that ignores SIGINT (a background job, a
+    worker process) or handles it itself keeps its handler, and ``fit`` runs to
+    its end. Outside the main thread signals cannot be caught, and nothing changes.
     """
 
     def __init__(self):
@@ -65,7 +102,8 @@ class _InterruptFlag:
         self.raised = True
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
             self._previous = signal.signal(signal.SIGINT, self._handler)
         return self
 
@@ -124,6 +162,9 @@ class MLP:
         Seeds the generator of the initial weights and of the shuffling. The
         weights are drawn on the host, so every backend starts from the same ones.
 
+    The architecture (``layer_sizes``, ``activation``, ``dtype``, ``seed``) is
+    read-only once the model exists: the kernels were chosen for it.
+
     Examples
     --------
     >>> net = MLP([64, 32, 10], backend="cpu", seed=0)
@@ -132,20 +173,39 @@ class MLP:
     """
 
     def __init__(self, layer_sizes, activation="relu", backend="auto", dtype="float32", seed=None):
-        self.layer_sizes = _checks.check_layer_sizes(layer_sizes)
+        self._layer_sizes = _checks.check_layer_sizes(layer_sizes)
         self._activation = activation_code(activation)
-        self.activation = activation
-        self.dtype = _checks.check_dtype(dtype)
+        self._activation_name = activation
+        self._dtype = _checks.check_dtype(dtype)
         if seed is not None:
             _checks.check_int("seed", seed, 0)
-        self.seed = seed
+        self._seed = seed
+        self._backend_request = backend
         self._backend = get_backend(backend)
-        self._sizes = layout.as_sizes(self.layer_sizes)
+        self._sizes = layout.as_sizes(self._layer_sizes)
         self._rng = np.random.default_rng(seed)
         self._theta = self._backend.to_device(self._initial_theta())
-        self._chunk = 256  # samples per call of an epoch op, adapted as it runs
 
     # ----------------------------------------------------------------- state
+    @property
+    def layer_sizes(self):
+        """``(n_inputs, hidden..., n_classes)``."""
+        return self._layer_sizes
+
+    @property
+    def activation(self):
+        """Name of the hidden activation."""
+        return self._activation_name
+
+    @property
+    def dtype(self):
+        """``numpy.dtype('float32')`` or ``numpy.dtype('float64')``."""
+        return self._dtype
+
+    @property
+    def seed(self):
+        return self._seed
+
     @property
     def backend(self):
         """Name of the backend that runs this model (``auto`` resolved)."""
@@ -177,7 +237,14 @@ class MLP:
         return self._backend.to_host(self._theta)
 
     def set_params(self, params):
-        """Replace the weights by ``[(W, b), ...]`` of the model's shapes (checked first)."""
+        """Replace the weights by ``[(W, b), ...]`` of the model's shapes (all checked first).
+
+        Raises
+        ------
+        ValueError
+            Naming the parameter, for a wrong shape, a value that is not a finite
+            number, or one too large for the model's dtype.
+        """
         expected = [((n_out, n_in), (n_out,)) for n_in, n_out in zip(self.layer_sizes[:-1], self.layer_sizes[1:])]
         if not isinstance(params, (list, tuple)) or len(params) != len(expected):
             raise ValueError(f"params must be a list of {len(expected)} (W, b) pairs, got {type(params).__name__}"
@@ -188,15 +255,28 @@ class MLP:
         ):
             if len(pair) != 2:
                 raise ValueError(f"params[{l}] must be a (W, b) pair")
-            W, b = (np.asarray(a) for a in pair)
-            for name, array, shape in ((f"params[{l}][0] (W)", W, w_shape), (f"params[{l}][1] (b)", b, b_shape)):
+            for name, array, shape, view in ((f"params[{l}][0] (W)", pair[0], w_shape, W_view),
+                                             (f"params[{l}][1] (b)", pair[1], b_shape, b_view)):
+                array = np.asarray(array)
                 if array.shape != shape:
                     raise ValueError(f"{name} must have shape {shape}, got {array.shape}")
-                if not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
-                    raise ValueError(f"{name} must hold finite numbers")
-            W_view[...] = W
-            b_view[...] = b
+                if not (np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.bool_)) \
+                        or np.issubdtype(array.dtype, np.complexfloating):
+                    raise ValueError(f"{name} must hold finite real numbers, got dtype {array.dtype}")
+                view[...] = _checks.check_fits_dtype(name, array, self.dtype)
         self._backend.assign(self._theta, self._backend.to_device(theta))
+
+    def __getstate__(self):
+        """Pickling and ``copy.deepcopy``: host weights, the backend by the name it was asked for."""
+        return {"layer_sizes": self._layer_sizes, "activation": self._activation_name, "dtype": self._dtype.name,
+                "seed": self._seed, "backend": self._backend_request, "theta": self._host_theta(),
+                "rng": self._rng.bit_generator.state}
+
+    def __setstate__(self, state):
+        self.__init__(state["layer_sizes"], activation=state["activation"], backend=state["backend"],
+                      dtype=state["dtype"], seed=state["seed"])
+        self._rng.bit_generator.state = state["rng"]
+        self._theta = self._backend.to_device(np.ascontiguousarray(state["theta"], dtype=self._dtype))
 
     # ------------------------------------------------------------ inference
     def _features(self, X, name="X"):
@@ -282,7 +362,8 @@ class MLP:
             Learning rate η > 0.
         batch_size : int
             1 for per-sample SGD; more for minibatch SGD on each batch's mean loss
-            (the last, partial batch is used).
+            (the last, partial batch is used; a batch larger than the data is the
+            whole data).
         shuffle : bool
             Visit the samples in an order drawn from the model's seeded generator
             (the same on every backend), or in order.
@@ -301,35 +382,52 @@ class MLP:
 
         Raises
         ------
+        TypeError, ValueError
+            For a bad argument, before any weight changes.
         FloatingPointError
-            If the loss becomes NaN or infinite; the weights of the last good
-            epoch are restored first.
+            If the loss or a weight becomes NaN or infinite; the weights of the
+            last good epoch are restored first, and the history so far is the
+            exception's ``history`` attribute.
+
+        Notes
+        -----
+        The result depends on the data and the arguments only: the same model,
+        data and arguments give the same weights bit for bit, run after run, in
+        one process or many, however loaded the machine is.
         """
         epochs = _checks.check_int("epochs", epochs, 0)
         lr = _checks.check_positive_float("lr", lr)
+        if lr > float(np.finfo(self.dtype).max):
+            raise ValueError(f"lr must fit the model's {self.dtype.name} (at most "
+                             f"{float(np.finfo(self.dtype).max):.6g}), got {lr}")
         batch_size = _checks.check_int("batch_size", batch_size, 1)
         patience = _checks.check_optional_int("patience", patience, 1)
         if not isinstance(shuffle, (bool, np.bool_)):
             raise TypeError(f"shuffle must be a bool, got {type(shuffle).__name__}")
         X = self._features(X)
         y = self._labels(y, X.shape[0])
+        n = X.shape[0]
+        n_val = 0
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise TypeError("validation_data must be a (X_val, y_val) pair")
             X_val = self._features(validation_data[0], "validation_data[0] (X_val)")
             y_val = self._labels(validation_data[1], X_val.shape[0], "validation_data[1] (y_val)")
+            n_val = X_val.shape[0]
         elif patience is not None:
             raise ValueError("patience needs validation_data to measure the validation loss")
+        batch_size = min(batch_size, n)  # a batch larger than the data is the whole data
 
         backend = self._backend
-        n = X.shape[0]
         history = History()
         X_dev, y_dev = backend.to_device(X), backend.to_device(y)
         if validation_data is not None:
             X_val_dev, y_val_dev = backend.to_device(X_val), backend.to_device(y_val)
-        work = backend.zeros(layout.workspace_size(self.layer_sizes, max(batch_size, min(EVAL_BATCH, n))),
+        # One work buffer serves the training steps and the validation batches.
+        work = backend.zeros(layout.workspace_size(self.layer_sizes, max(batch_size, min(EVAL_BATCH, n_val))),
                              self.dtype)
         loss_sum = backend.zeros(1, np.float64)
+        nonfinite = backend.zeros(1, np.int64)
         last_good = backend.copy(self._theta)
         best, best_loss, waited = None, np.inf, 0
         progress = _Progress(verbose, epochs, n)
@@ -347,16 +445,24 @@ class MLP:
                     history.interrupted = True
                     break
                 train_loss = float(backend.to_host(loss_sum)[0] / n)
-                if not np.isfinite(train_loss):
+                # The loss of the epoch's last update shows only in the weights it left.
+                backend.assign(nonfinite, backend.to_device(np.zeros(1, np.int64)))
+                backend.ops.count_nonfinite(self._theta, nonfinite)
+                bad_weights = int(backend.to_host(nonfinite)[0])
+                if not np.isfinite(train_loss) or bad_weights:
                     backend.assign(self._theta, last_good)
-                    raise FloatingPointError(
-                        f"training diverged in epoch {epoch}: the train loss is {train_loss} "
-                        f"(lr={lr} may be too large); the weights of epoch {epoch - 1} were restored"
+                    what = (f"the train loss is {train_loss}" if not np.isfinite(train_loss)
+                            else f"{bad_weights} weights became NaN or infinite")
+                    error = FloatingPointError(
+                        f"training diverged in epoch {epoch}: {what} (lr={lr} may be too large); "
+                        f"the weights of epoch {epoch - 1} were restored"
                     )
+                    error.history = history
+                    raise error
                 backend.assign(last_good, self._theta)
                 val_loss = val_accuracy = None
                 if validation_data is not None:
-                    val_loss, val_accuracy = self._evaluate(X_val_dev, y_val_dev, X_val.shape[0], work)
+                    val_loss, val_accuracy = self._evaluate(X_val_dev, y_val_dev, n_val, work)
                 history.train_loss.append(train_loss)
                 history.val_loss.append(val_loss)
                 history.val_accuracy.append(val_accuracy)
@@ -378,36 +484,50 @@ class MLP:
                   flush=True)
         return history
 
+    def _chunk_samples(self, batch_size):
+        """Samples per call of an epoch op: whole batches worth about the backend's ``chunk_work``
+        multiply-adds (some 50 ms on the host backends), at least one batch.
+
+        A function of the layer sizes, the batch size and the backend only, never of
+        time: chunk boundaries are where a fused epoch kernel hands its state back
+        (the CPU's deferred first-layer update, say), so they must fall on the same
+        samples in every run for the results to be the same bit for bit.
+        """
+        multiply_adds = 3 * self.n_params * batch_size  # forward, backward and update of one batch
+        return max(1, self._backend.chunk_work // multiply_adds) * batch_size
+
     def _epoch(self, X_dev, y_dev, order_dev, lr, batch_size, work, loss_sum, interrupt=None, progress=None):
         """One pass over ``order_dev`` with the backend's fused epoch ops; all arrays on the backend's device.
 
-        The op runs in chunks of whole batches sized to take about ``CHUNK_SECONDS``
-        each, so that ``interrupt`` (checked between chunks) and ``progress``
-        respond quickly. ``loss_sum[0]`` accumulates the per-sample losses.
+        The op runs in chunks of :meth:`_chunk_samples` samples, so that
+        ``interrupt`` (checked between chunks) and ``progress`` respond quickly.
+        ``loss_sum[0]`` accumulates the per-sample losses.
         """
         ops = self._backend.ops
         n = order_dev.shape[0]
-        done = 0
-        while done < n and not (interrupt is not None and interrupt.raised):
-            stop = min(n, done + max(self._chunk // batch_size, 1) * batch_size)
-            started = time.perf_counter()
+        chunk = self._chunk_samples(batch_size)
+        for done in range(0, n, chunk):
+            if interrupt is not None and interrupt.raised:
+                break
+            stop = min(n, done + chunk)
             if batch_size == 1:
                 ops.sgd_epoch(self._theta, self._sizes, self._activation, X_dev, y_dev, order_dev[done:stop], lr,
                               work, loss_sum)
             else:
                 ops.minibatch_epoch(self._theta, self._sizes, self._activation, X_dev, y_dev, order_dev[done:stop],
                                     batch_size, lr, work, loss_sum)
-            elapsed = max(time.perf_counter() - started, 1e-6)
-            self._chunk = int(min(max((stop - done) * CHUNK_SECONDS / elapsed, 16), 2 * self._chunk, 1 << 20))
-            done = stop
             if progress is not None:
-                progress(done)
+                progress(stop)
 
     # ---------------------------------------------------------- persistence
     def save(self, path):
-        """Write the model to an ``.npz`` (no pickle), atomically: a temporary file, then a rename."""
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
+        """Write the model to an ``.npz`` (no pickle), atomically: a temporary file, then a rename.
+
+        A new file gets the usual mode (``0o666`` less the umask), a replaced one
+        keeps its mode; a symbolic link is written through, to the file it names.
+        """
+        path = os.path.realpath(os.fspath(path))
+        directory = os.path.dirname(path)
         arrays = {
             "format": np.array("numba-mlp"),
             "version": np.array(FORMAT_VERSION),
@@ -416,12 +536,17 @@ class MLP:
             "dtype": np.array(self.dtype.name),
             "theta": self._host_theta(),
         }
+        try:
+            mode = os.stat(path).st_mode & 0o7777
+        except FileNotFoundError:
+            mode = 0o666 & ~_umask()
         descriptor, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
         try:
             with os.fdopen(descriptor, "wb") as handle:
                 np.savez(handle, **arrays)
                 handle.flush()
                 os.fsync(handle.fileno())
+            os.chmod(temporary, mode)
             os.replace(temporary, path)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -434,10 +559,16 @@ class MLP:
         path = os.fspath(path)
         resolve_backend_name(backend)
         try:
-            with np.load(path, allow_pickle=False) as archive:
-                contents = {key: archive[key] for key in archive.files}
+            loaded = np.load(path, allow_pickle=False)
         except FileNotFoundError:
             raise
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
+            raise ValueError(f"{path}: not a readable numba-mlp model file ({error})") from None
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # an .npy holds one bare array
+            raise ValueError(f"{path}: not a numba-mlp model file (a single {type(loaded).__name__}, not an .npz)")
+        try:
+            with loaded as archive:
+                contents = {key: archive[key] for key in archive.files}
         except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
             raise ValueError(f"{path}: not a readable numba-mlp model file ({error})") from None
         required = ("format", "version", "layer_sizes", "activation", "dtype", "theta")
@@ -469,3 +600,10 @@ class MLP:
                 f"backend={self.backend!r}, dtype={self.dtype.name!r}, seed={self.seed})")
 
 
+
+
+def _umask():
+    """The process's umask (read by setting it, then setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

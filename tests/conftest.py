@@ -96,3 +96,14 @@ def rng(request):
 def poisoned(shape, dtype):
     """An output array full of NaN, so that an element a kernel forgets to write fails the test."""
     return np.full(shape, np.nan, dtype=dtype)
+
+
+def last_update_overflows(dtype, batch_size):
+    """Data and a learning rate with which the one update of an epoch (one sample, or one batch of 2)
+    overflows the weights, while its loss, measured before the update, is finite.
+
+    Only the weights the update leaves show the divergence: no later loss does.
+    """
+    scale, lr = (1e18, 1e25) if np.dtype(dtype) == np.float32 else (1e154, 1e160)
+    rng = np.random.default_rng(0)
+    return (rng.random((batch_size, 4)) * scale).astype(dtype), rng.integers(0, 3, batch_size), lr

@@ -15,7 +15,7 @@ import pkgutil
 import numpy as np
 import pytest
 
-from tests.conftest import CUDA_UNDER_TEST, SIMULATOR
+from tests.conftest import CUDA_UNDER_TEST, SIMULATOR, last_update_overflows
 
 cuda_ops = pytest.importorskip("kernels.cuda")
 if cuda_ops.cuda is None:
@@ -38,6 +38,7 @@ def kernel_signatures(dtype, n_layers):
         "activation_kernel": (A2, A2, code, A2, flag),
         "softmax_rows": (A2, I1, I1, flag, code, A2, A1, F1),
         "sgd_update_kernel": (A1, A1, types.float64),
+        "count_nonfinite_kernel": (A1, I1),
         "gather_rows": (A2, I1, A2),
         "sgd_epoch_kernel": (A1, sizes, code, A2, I1, I1, types.float64, A1, A1, F1),
     }
@@ -148,6 +149,46 @@ def test_cuda_model_api(tmp_path):
     net.save(tmp_path / "m.npz")
     loaded = MLP.load(tmp_path / "m.npz", backend="cuda")
     np.testing.assert_array_equal(loaded.params[0][0], net.params[0][0])
+
+
+@simulated
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_cuda_divergence_on_the_very_last_update_is_caught(batch_size):
+    from model import MLP
+
+    X, y, lr = last_update_overflows("float64", batch_size)
+    net = MLP([4, 6, 3], backend="cuda", dtype="float64", seed=0)
+    before = net._host_theta()
+    with pytest.raises(FloatingPointError, match="weights became NaN or infinite"):
+        net.fit(X, y, epochs=1, lr=lr, batch_size=batch_size, shuffle=False)
+    np.testing.assert_array_equal(net._host_theta(), before)
+
+
+@simulated
+def test_cuda_scores_a_nan_model_as_cpu_does():
+    from model import MLP
+
+    rng = np.random.default_rng(2)
+    X, y = rng.random((20, 4)), rng.integers(0, 3, 20)
+    results = {}
+    for backend in ("cpu", "cuda"):
+        net = MLP([4, 5, 3], backend=backend, dtype="float64", seed=0)
+        theta = net._host_theta()
+        theta[-2] = np.nan  # b_2[1]: logit 1 is NaN, NumPy's arg-max picks it
+        net._backend.assign(net._theta, net._backend.to_device(theta))
+        results[backend] = (net.score(X, y), np.isnan(net.loss(X, y)))
+    assert results["cuda"] == results["cpu"] == (np.mean(y == 1), True)
+
+
+@simulated
+def test_cuda_validation_set_larger_than_the_training_set():
+    from model import MLP
+
+    rng = np.random.default_rng(3)
+    X, y = rng.random((40, 4)), rng.integers(0, 3, 40)
+    net = MLP([4, 5, 3], backend="cuda", dtype="float64", seed=0)
+    history = net.fit(X[:3], y[:3], epochs=1, validation_data=(X[10:40], y[10:40]))
+    assert history.val_loss[0] == pytest.approx(net.loss(X[10:40], y[10:40]), rel=1e-12)
 
 
 @simulated

@@ -27,14 +27,22 @@ def write_idx(path, array, magic_type=0x08, compress=False):
     path.write_bytes(data)
 
 
-@pytest.mark.parametrize("compress", [False, True], ids=["raw", "gz"])
-def test_load_mnist_from_idx_files(tmp_path, compress):
+def write_mnist_files(directory, compress=True, truncate=None):
+    """Four small IDX files (5 train, 3 test samples) in ``directory``; ``truncate`` names one to cut short."""
     rng = np.random.default_rng(0)
     suffix = ".gz" if compress else ""
     for split, n in (("train", 5), ("t10k", 3)):
-        images = rng.integers(0, 256, (n, 28, 28))
-        write_idx(tmp_path / f"{split}-images-idx3-ubyte{suffix}", images, compress=compress)
-        write_idx(tmp_path / f"{split}-labels-idx1-ubyte{suffix}", rng.integers(0, 10, n), compress=compress)
+        images, labels = rng.integers(0, 256, (n, 28, 28)), rng.integers(0, 10, n)
+        write_idx(directory / f"{split}-images-idx3-ubyte{suffix}", images, compress=compress)
+        write_idx(directory / f"{split}-labels-idx1-ubyte{suffix}", labels, compress=compress)
+    if truncate is not None:
+        damaged = directory / truncate
+        damaged.write_bytes(damaged.read_bytes()[:-12])
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["raw", "gz"])
+def test_load_mnist_from_idx_files(tmp_path, compress):
+    write_mnist_files(tmp_path, compress)
     X, y = load_mnist(tmp_path)
     assert X.shape == (5, 784) and X.dtype == np.float32 and 0 <= X.min() and X.max() <= 1
     assert y.dtype == np.int64
@@ -60,6 +68,13 @@ def test_idx_validation(tmp_path):
         load_mnist(tmp_path)
     with pytest.raises(ValueError, match="split"):
         load_mnist(tmp_path, "validation")
+
+
+def test_a_truncated_gzip_file_is_a_value_error_naming_it(tmp_path):
+    write_mnist_files(tmp_path, truncate="t10k-labels-idx1-ubyte.gz")
+    assert load_mnist(tmp_path, "train")[0].shape == (5, 784)
+    with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte\.gz: damaged gzip file"):
+        load_mnist(tmp_path, "test")
 
 
 def test_mismatched_mnist_counts(tmp_path):
@@ -91,3 +106,42 @@ def test_real_mnist():
     X, y = load_mnist(MNIST_DIR, "test")
     assert X.shape == (10000, 784) and y.shape == (10000,)
     assert 0.15 < np.count_nonzero(X) / X.size < 0.25  # about 19% of MNIST pixels are non-zero
+
+
+class LabelIndexedSeries:
+    """What a pandas Series with a shuffled index does: ``series[i]`` looks ``i`` up as a label."""
+
+    def __init__(self, values, index):
+        self.values = np.asarray(values)
+        self.position = {label: p for p, label in enumerate(index)}
+
+    def __len__(self):
+        return len(self.values)
+
+    def __getitem__(self, labels):
+        return self.values[[self.position[label] for label in np.atleast_1d(labels)]]
+
+    def __array__(self, dtype=None, copy=None):
+        return self.values if dtype is None else self.values.astype(dtype)
+
+
+def test_split_takes_rows_by_position_not_by_label():
+    """With labels indexed by a shuffled index (``df.sample(frac=1)``), rows must stay beside their labels."""
+    X = np.arange(100.0).reshape(50, 2)
+    y = np.arange(50)
+    shuffled_index = np.random.default_rng(1).permutation(50)
+    expected = train_validation_split(X, y, 0.2, seed=3)
+    for y_like in (LabelIndexedSeries(y, shuffled_index), y.tolist()):
+        got = train_validation_split(X.tolist(), y_like, 0.2, seed=3)
+        for part, want in zip(got, expected):
+            assert isinstance(part, np.ndarray)
+            np.testing.assert_array_equal(part, want)
+
+
+def test_split_of_pandas_frames_with_a_shuffled_index():
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"a": np.arange(50.0), "b": np.arange(50.0) * 2, "label": np.arange(50)})
+    frame = frame.sample(frac=1, random_state=0)
+    X_train, y_train, X_val, y_val = train_validation_split(frame[["a", "b"]], frame["label"], 0.2, seed=3)
+    np.testing.assert_array_equal(X_train[:, 0], y_train)
+    np.testing.assert_array_equal(X_val[:, 0], y_val)

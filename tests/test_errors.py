@@ -110,3 +110,74 @@ def test_set_params_rejects_bad_shapes_and_keeps_the_weights(trained):
     with pytest.raises(ValueError, match="finite"):
         net.set_params([(params[0][0] * np.nan, params[0][1]), params[1]])
     np.testing.assert_array_equal(net._host_theta(), before)
+
+
+def test_set_params_refuses_values_that_overflow_the_dtype(trained):
+    """A float64 1e39 is finite but not a float32: refused, naming the parameter, instead of becoming inf."""
+    net, _, _ = trained
+    before = net._host_theta()
+    params = net.params
+    with pytest.raises(ValueError, match=r"params\[1\]\[1\] \(b\) holds values too large for float32: "
+                                         r"largest magnitude 1e\+39"):
+        net.set_params([params[0], (params[1][0], np.full(3, 1e39))])
+    np.testing.assert_array_equal(net._host_theta(), before)
+    wide = MLP([6, 5, 3], backend="cpu", dtype="float64", seed=0)
+    wide.set_params([params[0], (params[1][0], np.full(3, 1e39))])
+    assert wide.params[1][1][0] == 1e39  # fits a float64 model
+
+
+def test_lr_must_fit_the_dtype(trained):
+    net, X, y = trained
+    before = net._host_theta()
+    with pytest.raises(ValueError, match="lr must fit the model's float32"):
+        net.fit(X, y, epochs=1, lr=1e300)
+    np.testing.assert_array_equal(net._host_theta(), before)
+
+
+@pytest.mark.parametrize("dtype", [">f4", ">f8", "<f4"])
+def test_byte_swapped_dtypes_become_native(tmp_path, dtype):
+    """``>f4`` names the same numbers as float32: the model runs them natively on every backend."""
+    rng = np.random.default_rng(0)
+    X, y = rng.random((20, 4)).astype(dtype), rng.integers(0, 3, 20)
+    for backend in ("numpy", "cpu"):
+        net = MLP([4, 5, 3], backend=backend, dtype=dtype, seed=0)
+        assert net.dtype == np.dtype(dtype).newbyteorder("=") and net.dtype.isnative
+        net.fit(X, y, epochs=1, batch_size=4)
+        net.save(tmp_path / f"{backend}.npz")
+        loaded = MLP.load(tmp_path / f"{backend}.npz", backend="cpu")
+        np.testing.assert_array_equal(loaded._host_theta(), net._host_theta())
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_validation_set_larger_than_the_training_set(backend):
+    rng = np.random.default_rng(0)
+    X, y = rng.random((400, 6)), rng.integers(0, 3, 400)
+    net = MLP([6, 5, 3], backend=backend, seed=0)
+    history = net.fit(X[:10], y[:10], epochs=2, validation_data=(X[100:400], y[100:400]))
+    assert len(history) == 2 and np.isfinite(history.val_loss).all()
+    assert history.val_loss[-1] == pytest.approx(net.loss(X[100:400], y[100:400]), rel=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_a_batch_larger_than_the_data_is_the_whole_data(backend):
+    """``batch_size=10**8`` on 100 samples trains as ``batch_size=100`` and allocates for 100 samples."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    X, y = rng.random((100, 6)), rng.integers(0, 3, 100)
+    nets = [MLP([6, 5, 3], backend=backend, seed=0) for _ in range(2)]
+    nets[0].fit(X, y, epochs=2, batch_size=100)
+    tracemalloc.start()
+    nets[1].fit(X, y, epochs=2, batch_size=10**8)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1 << 20
+    np.testing.assert_array_equal(nets[1]._host_theta(), nets[0]._host_theta())
+
+
+def test_architecture_is_read_only(trained):
+    net, _, _ = trained
+    for name, value in (("activation", "tanh"), ("layer_sizes", (6, 2, 3)), ("dtype", np.float64), ("seed", 4)):
+        with pytest.raises(AttributeError):
+            setattr(net, name, value)
+    assert repr(net) == "MLP([6, 5, 3], activation='relu', backend='cpu', dtype='float32', seed=0)"

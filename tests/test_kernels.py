@@ -195,6 +195,18 @@ def test_sgd_update(under_test, rng, dtype, n_params):
     np.testing.assert_allclose(got, expected, **tolerance(dtype))
 
 
+@pytest.mark.parametrize("n_values", [1, 37, 1000])
+def test_count_nonfinite(under_test, rng, dtype, n_values):
+    values = random_array(rng, n_values, dtype)
+    bad = rng.permutation(n_values)[:n_values // 3]
+    values[bad] = rng.choice([np.nan, np.inf, -np.inf], bad.shape[0])
+    values[values == 0] = np.finfo(dtype).max  # the largest finite value is finite
+    expected = np.array([5])
+    reference.count_nonfinite(values, expected)
+    (got,) = under_test.call("count_nonfinite", values, np.array([5]), outputs=[1])
+    assert expected[0] == 5 + bad.shape[0] and got[0] == expected[0]
+
+
 # ----------------------------------------------------------------- network ops
 NETWORKS = [[5, 3], [6, 7, 4], [9, 8, 5, 3]]
 
@@ -234,6 +246,26 @@ def test_forward_backward_evaluate_predict(under_test, rng, dtype, sizes, activa
     (got_probs,) = under_test.call("predict_proba", theta, sizes, code, X, work,
                                    poisoned(probs.shape, dtype), outputs=[5])
     np.testing.assert_allclose(got_probs, probs, **tolerance(dtype))
+
+
+@pytest.mark.parametrize("nan_at", ["output bias 1", "hidden weight", "every logit but 0"])
+def test_evaluate_counts_nan_logits_as_numpy_argmax_does(under_test, rng, dtype, nan_at):
+    """NaN logits: the predicted class is NumPy's arg-max (the first NaN), the summed loss NaN, on every backend."""
+    sizes, theta, X, y = random_network(rng, [5, 4, 3], dtype, 12)
+    y[:4] = [0, 1, 2, 1]
+    if nan_at == "output bias 1":
+        theta[-2] = np.nan
+    elif nan_at == "hidden weight":
+        theta[0] = np.nan  # W_1[0, 0]: a NaN hidden unit, so every logit
+    else:
+        theta[-2:] = np.nan
+    work = np.zeros(layout.workspace_size(sizes, 12), dtype)
+    stats = np.zeros(2)
+    reference.evaluate(theta, sizes, 1, X, y, work, stats)
+    (got,) = under_test.call("evaluate", theta, sizes, 1, X, y, work, np.zeros(2), outputs=[6])
+    first_nan = {"output bias 1": 1, "hidden weight": 0, "every logit but 0": 1}[nan_at]
+    assert np.isnan(stats[0]) and stats[1] == np.count_nonzero(y == first_nan)
+    np.testing.assert_array_equal(got, stats)
 
 
 @pytest.mark.parametrize("sizes", NETWORKS, ids=str)
@@ -372,6 +404,34 @@ def test_minibatch_epoch_paths_and_threads(rng, dtype, threads, max_density, den
     enough to go parallel, gives the reference's weights."""
     sizes, theta, X, y, order = minibatch_epoch_case(rng, [301, 66, 20, 10], dtype, 400, density)
     check_cpu_minibatch_variant(theta, sizes, X, y, order, 130, threads, max_density)
+
+
+@pytest.mark.skipif(CUDA_UNDER_TEST, reason="the CPU kernel's threads")
+@pytest.mark.parametrize("density", [0.2, 1.0], ids=["sparse", "dense"])
+def test_minibatch_epoch_is_the_same_on_any_number_of_threads(rng, dtype, density):
+    """Weights and loss bit for bit on 1, 2 or 3 threads: results must not depend on the machine's cores."""
+    from kernels.cpu.network import SPARSE_MAX_DENSITY, minibatch_epoch_variant
+
+    sizes, theta, X, y, order = minibatch_epoch_case(rng, [301, 66, 20, 10], dtype, 400, density)
+    results = set()
+    for threads in (1, 2, 3):
+        got, loss = theta.copy(), np.zeros(1)
+        minibatch_epoch_variant(got, sizes, 1, X, y, order, 130, 0.05, np.zeros(layout.workspace_size(sizes, 130),
+                                dtype), loss, threads, SPARSE_MAX_DENSITY)
+        results.add(got.tobytes() + loss.tobytes())
+    assert len(results) == 1
+
+
+@pytest.mark.skipif(CUDA_UNDER_TEST, reason="the CPU kernels' first-layer path")
+def test_fused_epochs_choose_their_path_from_the_data_alone(rng):
+    """The density that picks the first-layer path is sampled from rows spread over X, not from the samples a call
+    visits: every call of a training run chooses alike."""
+    from kernels.cpu.network import DENSITY_SAMPLE, input_density
+
+    X = rng.random((1000, 20))
+    X[:500] = 0  # a call visiting only these would have judged the data empty
+    assert input_density(X) == pytest.approx(0.5, abs=0.01)
+    assert input_density(X[:10]) == 0.0 and input_density(X[:DENSITY_SAMPLE]) == 0.0
 
 
 @pytest.mark.skipif(CUDA_UNDER_TEST, reason="the CPU kernels' work split")

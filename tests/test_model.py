@@ -1,6 +1,8 @@
 """The MLP model: training against the course's algorithm, accuracy, determinism, stopping rules."""
 
+import copy
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 
 from model import MLP, load_digits, train_validation_split
-from tests.conftest import SIMULATOR
+from tests.conftest import SIMULATOR, last_update_overflows
 
 pytestmark = pytest.mark.skipif(SIMULATOR, reason="model tests run in the normal (non-simulated) process")
 
@@ -93,19 +95,6 @@ def test_digits_reaches_96_percent(seed):
     assert history.train_loss[-1] < history.train_loss[0]
 
 
-def test_same_seed_same_weights_run_after_run(digits):
-    X, y = digits[0], digits[1]
-    thetas = []
-    for _ in range(2):
-        net = MLP([64, 32, 10], backend="cpu", seed=11)
-        net.fit(X, y, epochs=2, lr=0.05, batch_size=1, shuffle=True)
-        net.fit(X, y, epochs=1, lr=0.05, batch_size=16, shuffle=True)
-        thetas.append(net._host_theta())
-    np.testing.assert_array_equal(thetas[0], thetas[1])
-    other = MLP([64, 32, 10], backend="cpu", seed=12)
-    assert not np.array_equal(other._host_theta(), MLP([64, 32, 10], backend="cpu", seed=11)._host_theta())
-
-
 def test_every_backend_starts_from_the_same_weights():
     a = MLP([10, 7, 3], backend="numpy", dtype="float64", seed=5).params
     b = MLP([10, 7, 3], backend="cpu", dtype="float64", seed=5).params
@@ -159,6 +148,113 @@ def test_divergence_raises_and_keeps_the_last_good_epoch(digits, backend):
     with pytest.raises(FloatingPointError, match="diverged"):
         net.fit(X, y, epochs=3, lr=1e30)
     np.testing.assert_array_equal(net._host_theta(), good)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+@pytest.mark.parametrize("batch_size", [1, 2])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_divergence_on_the_very_last_update_is_caught(backend, batch_size, dtype):
+    """The last update of the last epoch overflows: no later loss shows it, the weights do."""
+    X, y, lr = last_update_overflows(dtype, batch_size)
+    net = MLP([4, 6, 3], backend=backend, dtype=dtype, seed=0)
+    before = net._host_theta()
+    with pytest.raises(FloatingPointError, match=r"epoch 1: \d+ weights became NaN or infinite") as caught:
+        net.fit(X, y, epochs=1, lr=lr, batch_size=batch_size, shuffle=False)
+    np.testing.assert_array_equal(net._host_theta(), before)
+    assert len(caught.value.history) == 0
+    history = net.fit(X / X.max(), y, epochs=1, lr=0.1, batch_size=batch_size)
+    assert np.isfinite(history.train_loss[0]) and np.isfinite(net._host_theta()).all()
+
+
+def test_divergence_keeps_the_history_so_far(digits, monkeypatch):
+    X, y = digits[0], digits[1]
+    net = MLP([64, 16, 10], backend="cpu", seed=0)
+    epoch = net._epoch
+    calls = []
+
+    def third_epoch_diverges(*args, **kwargs):
+        epoch(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 3:
+            args[6][0] = np.nan  # loss_sum
+
+    monkeypatch.setattr(net, "_epoch", third_epoch_diverges)
+    with pytest.raises(FloatingPointError, match="diverged in epoch 3") as caught:
+        net.fit(X, y, epochs=5, validation_data=(digits[2], digits[3]))
+    history = caught.value.history
+    assert len(history) == 2 and [record.epoch for record in history] == [1, 2]
+    assert net.loss(digits[2], digits[3]) == pytest.approx(history.val_loss[-1], rel=1e-6)
+
+
+@pytest.mark.parametrize("where", ["hidden weight", "output bias"])
+def test_a_nan_model_scores_alike_on_every_backend(digits, where):
+    """NaN logits: the arg-max is NumPy's (the first NaN), the loss is NaN, on every backend."""
+    X, y = digits[2], digits[3]
+    scores = {}
+    for backend in ("numpy", "cpu"):
+        net = MLP([64, 16, 10], backend=backend, seed=0)
+        theta = net._host_theta()
+        theta[0 if where == "hidden weight" else -7] = np.nan  # W_1[0, 0] or b_2[3]
+        net._backend.assign(net._theta, net._backend.to_device(theta))
+        assert np.isnan(net.loss(X, y))
+        scores[backend] = net.score(X, y)
+    expected = np.mean(y == (0 if where == "hidden weight" else 3))
+    assert scores == {"numpy": expected, "cpu": expected}
+
+
+def test_history_reads_as_records_and_as_metrics(digits):
+    X, y, X_val, y_val = digits
+    history = MLP([64, 16, 10], backend="cpu", seed=0).fit(X, y, epochs=3, validation_data=(X_val, y_val))
+    records = list(history)
+    assert [record.epoch for record in records] == [1, 2, 3]
+    assert history[0] == records[0] and history[-1] == records[2] and history[1:] == records[1:]
+    assert history[2].train_loss == history["train_loss"][2] == history.train_loss[2]
+    assert history[0]._asdict().keys() == {"epoch", "train_loss", "val_loss", "val_accuracy", "seconds"}
+    with pytest.raises(IndexError, match="3 epochs"):
+        history[3]
+    with pytest.raises(KeyError, match="'accuracy'"):
+        history["accuracy"]
+    with pytest.raises(TypeError, match="epoch numbers"):
+        history[1.0]
+
+
+@pytest.mark.parametrize("handling", ["ignored", "the program's own"])
+def test_fit_leaves_a_program_s_own_sigint_handling_alone(digits, monkeypatch, handling):
+    """A background job ignores SIGINT, a server handles it: fit must not turn it into an early stop."""
+    X, y = digits[0][:200], digits[1][:200]
+    received = []
+    handler = signal.SIG_IGN if handling == "ignored" else (lambda signum, frame: received.append(signum))
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        net = MLP([64, 16, 10], backend="cpu", seed=0)
+        epoch = net._epoch
+
+        def interrupted_epoch(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGINT)
+            epoch(*args, **kwargs)
+
+        monkeypatch.setattr(net, "_epoch", interrupted_epoch)
+        history = net.fit(X, y, epochs=3)
+        assert not history.interrupted and len(history) == 3
+        assert signal.getsignal(signal.SIGINT) is handler
+        assert received == ([] if handling == "ignored" else [signal.SIGINT] * 3)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_pickle_and_deepcopy(digits):
+    """Host weights and the backend by name; a copy trains on exactly as the original does."""
+    X, y = digits[0], digits[1]
+    net = MLP([64, 16, 10], activation="tanh", backend="cpu", dtype="float64", seed=4)
+    net.fit(X, y, epochs=1, lr=0.05)
+    for twin in (pickle.loads(pickle.dumps(net)), copy.deepcopy(net)):
+        assert repr(twin) == repr(net)
+        np.testing.assert_array_equal(twin._host_theta(), net._host_theta())
+        np.testing.assert_array_equal(twin.predict_proba(X), net.predict_proba(X))
+    twin = copy.deepcopy(net)
+    for model in (net, twin):
+        model.fit(X, y, epochs=1, lr=0.05)  # the same shuffled order: the generator's state was copied
+    np.testing.assert_array_equal(twin._host_theta(), net._host_theta())
 
 
 def test_ctrl_c_stops_fit_cleanly(digits):
@@ -297,8 +393,7 @@ def test_verbose_shows_progress_within_long_epochs(digits, capsys, monkeypatch):
 
     monkeypatch.setattr(mlp_module._Progress, "LOG_INTERVAL", 0.0)
     net = MLP([64, 16, 10], backend="cpu", seed=0)
-    net._chunk = 16
-    monkeypatch.setattr(mlp_module, "CHUNK_SECONDS", 1e-9)  # keep the chunks small: many progress points
+    monkeypatch.setattr(net._backend, "chunk_work", 3 * net.n_params * 16)  # small chunks: many progress points
     net.fit(digits[0], digits[1], epochs=1, verbose=True)
     lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith("epoch 1/1") and line.endswith("%") for line in lines)

@@ -116,3 +116,38 @@ def test_bad_backend_fails_before_reading(tmp_path, trained):
     with pytest.raises(ValueError, match="backend"):
         MLP.load(path, backend="gpu")
     assert zipfile.is_zipfile(path)
+
+
+def test_an_npy_file_is_refused_with_a_value_error(tmp_path):
+    path = tmp_path / "x.npy"
+    np.save(path, np.zeros(3))
+    with pytest.raises(ValueError, match="not a numba-mlp model file"):
+        MLP.load(path)
+
+
+def test_new_files_get_the_usual_mode_and_replaced_ones_keep_theirs(tmp_path, trained):
+    net, _, _ = trained
+    previous = os.umask(0o027)
+    try:
+        net.save(tmp_path / "new.npz")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "new.npz").stat().st_mode & 0o777 == 0o640
+    shared = tmp_path / "shared.npz"
+    shared.write_bytes(b"old")
+    shared.chmod(0o664)
+    net.save(shared)
+    assert shared.stat().st_mode & 0o777 == 0o664
+
+
+def test_saving_through_a_symlink_writes_the_file_it_names(tmp_path, trained):
+    net, _, _ = trained
+    target = tmp_path / "models" / "best.npz"
+    target.parent.mkdir()
+    target.write_bytes(b"old")
+    link = tmp_path / "latest.npz"
+    link.symlink_to(target)
+    net.save(link)
+    assert link.is_symlink() and link.resolve() == target
+    np.testing.assert_array_equal(MLP.load(target)._host_theta(), net._host_theta())
+    assert sorted(os.listdir(target.parent)) == ["best.npz"]

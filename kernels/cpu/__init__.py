@@ -16,12 +16,13 @@ from kernels.cpu.network import (
     predict_proba,
     sgd_epoch,
 )
-from kernels.cpu.sgd import sgd_update
+from kernels.cpu.sgd import count_nonfinite, sgd_update
 from kernels.cpu.softmax import cross_entropy, softmax, softmax_cross_entropy_backward
 
 __all__ = [
     "activation_backward",
     "activation_forward",
+    "count_nonfinite",
     "cross_entropy",
     "evaluate",
     "linear_backward",

@@ -152,8 +152,8 @@ SPARSE_MAX_DENSITY = 0.25
 #: The sparse path lists each sample's non-zero inputs in a (batch, n_0) int32 array; beyond this
 #: size (say 100,000 inputs and batches over 160) :func:`minibatch_epoch` takes the dense path.
 SPARSE_MAX_INDEX_BYTES = 64 << 20
-#: Rows of ``order`` whose inputs :func:`minibatch_epoch` and :func:`sgd_epoch` sample to choose their
-#: first-layer path.
+#: Rows of ``X`` (spread evenly over it) whose inputs :func:`minibatch_epoch` and :func:`sgd_epoch` sample to
+#: choose their first-layer path.
 DENSITY_SAMPLE = 256
 #: :func:`sgd_epoch` lists each sample's non-zero inputs (to skip the zero ones) when at most this
 #: fraction of the inputs is non-zero. Measured on 784-128-10 with random zeros, the variants timed in
@@ -181,14 +181,21 @@ def row_block(flat, offset, n_cols, r0, r1):
 
 
 @jit
-def input_density(X, rows):
-    """Fraction of non-zero entries in ``X[rows]``."""
+def input_density(X):
+    """Fraction of non-zero entries in :data:`DENSITY_SAMPLE` rows spread evenly over ``X`` (all rows of a
+    smaller ``X``).
+
+    The fused epochs choose their first-layer path from it: a function of the data
+    alone, so every call of a training run, whatever samples it visits, chooses alike.
+    """
+    n = X.shape[0]
+    n_rows = min(n, DENSITY_SAMPLE)
     nonzero = 0
-    for i in rows:
-        x = X[i]
+    for r in range(n_rows):
+        x = X[(r * n) // n_rows]
         for k in range(x.shape[0]):
             nonzero += x[k] != 0
-    return nonzero / max(rows.shape[0] * X.shape[1], 1)
+    return nonzero / max(n_rows * X.shape[1], 1)
 
 
 @jit
@@ -299,8 +306,8 @@ def _step_layout(sizes, work, n):
 
 
 @jit
-def _rows_pass(theta, sizes, activation, X, y, rows, W1T, features, counts, work, r0, r1):
-    """Forward and backward passes of the rows ``[r0, r1)`` of a batch; returns their summed loss.
+def _rows_pass(theta, sizes, activation, X, y, rows, W1T, features, counts, work, losses, r0, r1):
+    """Forward and backward passes of the rows ``[r0, r1)`` of a batch; ``losses[i]`` gets row ``i``'s loss.
 
     Fills, for those rows, ``A_l`` in the workspace's activations and
     ``δ_l = ∂(mean loss)/∂Z_l`` in its deltas, every layer. The first layer is
@@ -335,9 +342,8 @@ def _rows_pass(theta, sizes, activation, X, y, rows, W1T, features, counts, work
     # Loss and output delta (softmax(z) - onehot(y)) / B.
     logits = row_block(acts, a_off[last], sizes[last + 1], r0, r1)
     d_out = row_block(deltas, a_off[last], sizes[last + 1], r0, r1)
-    total = 0.0
     for r in range(r1 - r0):
-        total += row_loss_and_gradient(logits[r], y[rows[r0 + r]], 1.0 / n, d_out[r])
+        losses[r0 + r] = row_loss_and_gradient(logits[r], y[rows[r0 + r]], 1.0 / n, d_out[r])
     # δ_{l-1} = (δ_l W_l) g'(A_{l-1}).
     for l in range(last, 0, -1):
         n_in = sizes[l]
@@ -349,7 +355,6 @@ def _rows_pass(theta, sizes, activation, X, y, rows, W1T, features, counts, work
         for r in range(r1 - r0):
             for k in range(n_in):
                 d_prev[r, k] *= derivative_scalar(A_prev[r, k], activation)
-    return total
 
 
 @jit
@@ -399,7 +404,7 @@ def minibatch_epoch(theta, sizes, activation, X, y, order, batch_size, lr, work,
     The steps of :func:`kernels.numpy.network.minibatch_step`, arranged for speed:
 
     * on sparse inputs (at most :data:`SPARSE_MAX_DENSITY` non-zero, judged on the
-      first :data:`DENSITY_SAMPLE` samples, and an index of at most
+      :data:`DENSITY_SAMPLE` rows of ``X``, and an index of at most
       :data:`SPARSE_MAX_INDEX_BYTES`) the first layer works on a transposed copy
       ``W_1ᵀ`` (n_0, n_1) for the whole call, written back at the end, so that its
       product and its update are row operations ``z += x_k W_1ᵀ[k]`` and
@@ -453,28 +458,29 @@ def minibatch_epoch_variant(theta, sizes, activation, X, y, order, batch_size, l
     n0 = sizes[0]
     n1 = sizes[1]
     W1 = theta[:n1 * n0].reshape((n1, n0))
-    density = input_density(X, order[:DENSITY_SAMPLE])
+    density = input_density(X)
     sparse = density <= max_density
     W1T = np.ascontiguousarray(W1.T) if sparse else np.empty((0, n1), theta.dtype)
     rows_per_step = min(batch_size, order.shape[0])
     features = np.empty((rows_per_step if sparse else 0, n0), np.int32)
     counts = np.empty(rows_per_step, np.int64)
-    chunk_losses = np.zeros(threads)
+    losses = np.empty(rows_per_step)  # each row's loss, summed in order: the same sum on any number of threads
     total = 0.0
     for start in range(0, order.shape[0], batch_size):
         rows = order[start:min(start + batch_size, order.shape[0])]
         n = rows.shape[0]
         n_chunks = threads if n * n0 * n1 * (density if sparse else 1.0) >= PARALLEL_MIN_WORK else 1
         if n_chunks == 1:
-            total += _rows_pass(theta, sizes, activation, X, y, rows, W1T, features, counts, work, 0, n)
+            _rows_pass(theta, sizes, activation, X, y, rows, W1T, features, counts, work, losses, 0, n)
             _update_pass(theta, sizes, X, rows, W1T, features, counts, work, lr, 0, 1)
-            continue
-        for t in prange(n_chunks):
-            r0, r1 = chunk(n, t, n_chunks, 4)
-            chunk_losses[t] = _rows_pass(theta, sizes, activation, X, y, rows, W1T, features, counts, work, r0, r1)
-        for t in prange(n_chunks):
-            _update_pass(theta, sizes, X, rows, W1T, features, counts, work, lr, t, n_chunks)
-        total += chunk_losses[:n_chunks].sum()
+        else:
+            for t in prange(n_chunks):
+                r0, r1 = chunk(n, t, n_chunks, 4)
+                _rows_pass(theta, sizes, activation, X, y, rows, W1T, features, counts, work, losses, r0, r1)
+            for t in prange(n_chunks):
+                _update_pass(theta, sizes, X, rows, W1T, features, counts, work, lr, t, n_chunks)
+        for r in range(n):
+            total += losses[r]
     if sparse:
         W1[:] = W1T.T
     loss_sum[0] += total
@@ -577,7 +583,7 @@ def sgd_epoch(theta, sizes, activation, X, y, order, lr, work, loss_sum):
     loss_sum : ndarray of float64, shape (1,)
         ``loss_sum[0] +=`` the sum of each sample's loss, before its update.
     """
-    skip_zero_features = input_density(X, order[:DENSITY_SAMPLE]) <= SGD_MAX_DENSITY
+    skip_zero_features = input_density(X) <= SGD_MAX_DENSITY
     sgd_epoch_variant(theta, sizes, activation, X, y, order, lr, work, loss_sum, True, skip_zero_features, True)
 
 

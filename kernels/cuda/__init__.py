@@ -20,13 +20,14 @@ from kernels.cuda.network import (
     predict_proba,
     sgd_epoch,
 )
-from kernels.cuda.sgd import sgd_update
+from kernels.cuda.sgd import count_nonfinite, sgd_update
 from kernels.cuda.softmax import cross_entropy, softmax, softmax_cross_entropy_backward
 
 __all__ = [
     "SIMULATED",
     "activation_backward",
     "activation_forward",
+    "count_nonfinite",
     "cross_entropy",
     "cuda",
     "evaluate",

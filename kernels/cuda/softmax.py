@@ -19,6 +19,21 @@ EVALUATE = 3  # sums[0] += Σ losses, sums[1] += number of correct arg-max predi
 
 if cuda is not None:
 
+    @cuda.jit(device=True)
+    def row_argmax(Z, i):
+        """NumPy's ``argmax`` of row ``i``: the first maximum, or the first NaN when the row holds one
+        (so a model with NaN logits scores as on every other backend, not as always right)."""
+        best = 0
+        top = Z[i, 0]
+        for k in range(1, Z.shape[1]):
+            if top != top:
+                break
+            value = Z[i, k]
+            if value > top or value != value:
+                best = k
+                top = value
+        return best
+
     @cuda.jit(cache=True)
     def softmax_rows(Z, y, rows, use_rows, mode, out, losses, sums):
         """The row kernel; labels are ``y[rows[i]]`` when ``use_rows`` else ``y[i]``."""
@@ -41,11 +56,7 @@ if cuda is not None:
                 s += math.exp(Z[i, k] - m)
             reduce[tid] = s
             shift = m + math.log(block_sum(reduce, tid, ROW_THREADS))
-            correct = True
-            if mode == EVALUATE and tid == 0:
-                for k in range(n_classes):
-                    if Z[i, k] > z_label or (Z[i, k] == z_label and k < label):
-                        correct = False
+            correct = mode == EVALUATE and tid == 0 and row_argmax(Z, i) == label
             cuda.syncthreads()
             if mode == SOFTMAX or mode == GRADIENT:
                 for k in range(tid, n_classes, ROW_THREADS):

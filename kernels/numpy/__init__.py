@@ -15,12 +15,13 @@ from kernels.numpy.network import (
     predict_proba,
     sgd_epoch,
 )
-from kernels.numpy.sgd import sgd_update
+from kernels.numpy.sgd import count_nonfinite, sgd_update
 from kernels.numpy.softmax import cross_entropy, softmax, softmax_cross_entropy_backward
 
 __all__ = [
     "activation_backward",
     "activation_forward",
+    "count_nonfinite",
     "cross_entropy",
     "evaluate",
     "linear_backward",
