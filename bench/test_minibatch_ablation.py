@@ -1,6 +1,6 @@
 """What the cpu minibatch epoch's first-layer paths and threads are worth, on real and dense data.
 
-``kernels.cpu.network.minibatch_epoch_variant`` runs the same steps with the
+``kernels.cpu.minibatch.minibatch_epoch_variant`` runs the same steps with the
 first layer's sparse path (each sample's non-zero inputs only) or dense path
 (register-blocked products) forced, and on one thread or numba's thread count;
 groups ``minibatch paths <data> batch <B>`` compare them with the shipped choice.
@@ -13,7 +13,7 @@ import kernels.numpy as reference
 from bench.conftest import LR, N_SAMPLES, SIZES, flat_theta, let_blas_threads_sleep
 from kernels import layout
 from kernels.activations import RELU
-from kernels.cpu.network import SPARSE_MAX_DENSITY, minibatch_epoch_variant, parallel_threads
+from kernels.cpu.minibatch import SPARSE_MAX_DENSITY, minibatch_epoch_variant, parallel_threads
 
 ALWAYS_SPARSE, NEVER_SPARSE = 2.0, -1.0
 VARIANTS = {

@@ -1,6 +1,6 @@
 """What each exact saving of the cpu per-sample epoch is worth, on real and dense data.
 
-``kernels.cpu.network.sgd_epoch_variant`` runs the same updates with each saving
+``kernels.cpu.per_sample.sgd_epoch_variant`` runs the same updates with each saving
 switched on or off; groups ``sgd_epoch savings <data>`` compare the variants with the shipped
 ``sgd_epoch``, which chooses whether to skip zero features from the data.
 """
@@ -11,7 +11,7 @@ import pytest
 from bench.conftest import LR, N_SAMPLES, SIZES, flat_theta
 from kernels import layout
 from kernels.activations import RELU
-from kernels.cpu.network import sgd_epoch, sgd_epoch_variant
+from kernels.cpu.per_sample import sgd_epoch, sgd_epoch_variant
 from model import MLP
 
 VARIANTS = {

@@ -359,8 +359,9 @@ def expected_minibatch_epoch(theta, sizes, code, X, y, order, batch_size, lr):
 
 
 def check_cpu_minibatch_variant(theta, sizes, X, y, order, batch_size, threads, max_density):
-    """``kernels.cpu.network.minibatch_epoch_variant`` (relu, lr 0.05) gives the reference's weights and loss."""
-    from kernels.cpu.network import minibatch_epoch_variant
+    """``kernels.cpu.minibatch.minibatch_epoch_variant`` (relu, lr 0.05) gives the reference's weights and
+    loss."""
+    from kernels.cpu.minibatch import minibatch_epoch_variant
 
     code = ACTIVATIONS["relu"]
     expected, expected_loss = expected_minibatch_epoch(theta, sizes, code, X, y, order, batch_size, 0.05)
@@ -410,7 +411,7 @@ def test_minibatch_epoch_paths_and_threads(rng, dtype, threads, max_density, den
 @pytest.mark.parametrize("density", [0.2, 1.0], ids=["sparse", "dense"])
 def test_minibatch_epoch_is_the_same_on_any_number_of_threads(rng, dtype, density):
     """Weights and loss bit for bit on 1, 2 or 3 threads: results must not depend on the machine's cores."""
-    from kernels.cpu.network import SPARSE_MAX_DENSITY, minibatch_epoch_variant
+    from kernels.cpu.minibatch import SPARSE_MAX_DENSITY, minibatch_epoch_variant
 
     sizes, theta, X, y, order = minibatch_epoch_case(rng, [301, 66, 20, 10], dtype, 400, density)
     results = set()
@@ -439,7 +440,7 @@ def test_fused_epochs_choose_their_path_from_the_data_alone(rng):
                          [(128, 2, 4), (10, 2, 4), (128, 64, 4), (784, 3, 4), (3, 8, 8), (0, 2, 4)])
 def test_chunks_cover_the_range_once(n, n_chunks, align):
     """Threads' ranges are disjoint, cover [0, n) and start at multiples of ``align``, even with many threads."""
-    from kernels.cpu.network import chunk
+    from kernels.cpu.minibatch import chunk
 
     covered = []
     for t in range(n_chunks):
@@ -464,7 +465,7 @@ def test_cache_of_changed_sources_is_dropped(monkeypatch, tmp_path):
     in_cache_dir = tmp_path / f"cpu_{hashlib.sha1(source_directory.encode()).hexdigest()}"
     assert _jit.cache_directories()[-1] == in_cache_dir  # numba's own choice: test_cache_directory_is_numbas
     in_cache_dir.mkdir()
-    kernel_files = [in_cache_dir / "network.sgd_epoch-1.py311.nbi", in_cache_dir / "network.sgd_epoch-1.py311.1.nbc"]
+    kernel_files = [in_cache_dir / f"per_sample.sgd_epoch-1.py311{suffix}" for suffix in (".nbi", ".1.nbc")]
     for path in kernel_files:
         path.write_bytes(b"old")
     (in_cache_dir / "kernels-source.sha256").write_text("digest of other sources")
@@ -499,7 +500,7 @@ def test_parallel_threads_avoid_the_workqueue_layer(monkeypatch, layer, expected
     """numba's workqueue layer (no OpenMP/TBB) costs more per parallel region than a step saves: one thread."""
     import numba
 
-    from kernels.cpu import network
+    from kernels.cpu import minibatch
 
     def threading_layer():
         if layer is None:
@@ -507,14 +508,14 @@ def test_parallel_threads_avoid_the_workqueue_layer(monkeypatch, layer, expected
         return layer
 
     monkeypatch.setattr(numba, "threading_layer", threading_layer)
-    assert network.parallel_threads() == (numba.get_num_threads() if expected == "all" else expected)
+    assert minibatch.parallel_threads() == (numba.get_num_threads() if expected == "all" else expected)
 
 
 @pytest.mark.skipif(CUDA_UNDER_TEST, reason="the CPU kernel's choice of path")
 @pytest.mark.parametrize("index_limit, expected", [(1 << 30, "sparse allowed"), (1000, "dense")])
 def test_minibatch_epoch_keeps_its_sparse_index_small(monkeypatch, rng, index_limit, expected):
     """The sparse path's (batch, n_0) index must fit SPARSE_MAX_INDEX_BYTES, else the dense path runs."""
-    from kernels.cpu import network
+    from kernels.cpu import minibatch as network
 
     seen = []
     variant = network.minibatch_epoch_variant
@@ -532,7 +533,7 @@ def test_minibatch_epoch_keeps_its_sparse_index_small(monkeypatch, rng, index_li
 @pytest.mark.skipif(CUDA_UNDER_TEST, reason="the CPU kernel's sparse update")
 def test_minibatch_epoch_sparse_update_in_blocks(rng, dtype):
     """Batches longer than the sparse update's block of samples (two blocks and a short one)."""
-    from kernels.cpu.network import UPDATE_ROWS
+    from kernels.cpu.minibatch import UPDATE_ROWS
 
     batch_size = 2 * UPDATE_ROWS + 7
     sizes, theta, X, y, order = minibatch_epoch_case(rng, [40, 16, 10], dtype, 2 * batch_size + 50, 0.2)

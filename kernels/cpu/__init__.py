@@ -7,15 +7,9 @@ converts its inputs once, at its boundary.
 
 from kernels.cpu.activations import activation_backward, activation_forward
 from kernels.cpu.linear import linear_backward, linear_forward
-from kernels.cpu.network import (
-    evaluate,
-    minibatch_epoch,
-    minibatch_step,
-    mlp_backward,
-    mlp_forward,
-    predict_proba,
-    sgd_epoch,
-)
+from kernels.cpu.minibatch import minibatch_epoch, minibatch_step
+from kernels.cpu.network import evaluate, mlp_backward, mlp_forward, predict_proba
+from kernels.cpu.per_sample import sgd_epoch
 from kernels.cpu.sgd import count_nonfinite, sgd_update
 from kernels.cpu.softmax import cross_entropy, softmax, softmax_cross_entropy_backward
 

@@ -25,7 +25,7 @@ ERROR_MODEL = "numpy"
 #: Decorator of every CPU kernel: compiled once, cached on disk.
 jit = njit(cache=True, fastmath=set(FASTMATH), error_model=ERROR_MODEL, nogil=True)
 
-#: Decorator of the one parallel kernel (``network.minibatch_epoch_variant``). No cached kernel may call a
+#: Decorator of the one parallel kernel (``minibatch.minibatch_epoch_variant``). No cached kernel may call a
 #: parallel one: numba's cache can then load mismatched code and crash (numba issues #8578 and
 #: #10128; seen here as segfaults once several processes had filled the cache), so parallel
 #: kernels are entry points, called from Python only.

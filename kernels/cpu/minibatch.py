@@ -1,0 +1,348 @@
+"""The minibatch SGD epoch as one fused, parallel ``@njit`` kernel.
+
+Reference: :func:`kernels.numpy.network.minibatch_epoch` (one unfused
+``minibatch_step`` per batch). Each step runs the forward and backward passes
+by row ranges of the batch, then the updates by disjoint ranges of each layer's
+units; on sparse inputs the first layer works on a transposed ``W_1ᵀ`` over each
+sample's non-zero inputs only.
+"""
+
+import numba
+import numpy as np
+from numba import get_num_threads, prange
+
+from kernels import layout
+from kernels.activations import IDENTITY
+from kernels.cpu._jit import jit, jit_parallel
+from kernels.cpu.linear import axpy, gemm_nt, gemm_rows, input_gradient
+from kernels.cpu.network import bias_activation, bias_gradient, input_density, nonzero_union, offsets, row_block
+from kernels.cpu.scalar import derivative_scalar
+from kernels.cpu.softmax import row_loss_and_gradient
+
+#: :func:`minibatch_epoch` takes the sparse first-layer path when at most this fraction of the
+#: inputs is non-zero (MNIST: 0.19). Measured on 784-128-10 with random zeros, 2 threads: the sparse
+#: path is 1.2x faster at density 0.2, 1.2-1.3x slower at 0.3 (``bench/test_minibatch_ablation.py``
+#: compares the paths on MNIST and dense data).
+SPARSE_MAX_DENSITY = 0.25
+#: The sparse path lists each sample's non-zero inputs in a (batch, n_0) int32 array; beyond this
+#: size (say 100,000 inputs and batches over 160) :func:`minibatch_epoch` takes the dense path.
+SPARSE_MAX_INDEX_BYTES = 64 << 20
+#: A minibatch step is shared among threads when its first layer takes at least this many multiply-adds.
+PARALLEL_MIN_WORK = 1 << 19
+
+
+@jit
+def chunk(n, t, n_chunks, align):
+    """Range ``t`` of ``n_chunks`` disjoint ranges covering ``[0, n)``, starting at multiples of ``align``.
+
+    With more chunks than ``n / align``, the first ranges take ``align`` each and the others are empty.
+    """
+    share = max((n // n_chunks) // align * align, align)
+    start = min(t * share, n)
+    return start, (n if t == n_chunks - 1 else min(start + share, n))
+
+
+@jit
+def sparse_rows_product(X, rows, features, counts, W1T, Z, r0, r1):
+    """``Z[i] = Σ_t x_k W_1ᵀ[k]`` over the listed features ``k = features[i, t]`` of ``x = X[rows[i]]``.
+
+    For the rows ``i`` in ``[r0, r1)``; ``W_1ᵀ`` is (n_0, n_1), Z (B, n_1). Four
+    rows of ``W_1ᵀ`` per pass over ``Z[i]``.
+    """
+    for i in range(r0, r1):
+        x = X[rows[i]]
+        z = Z[i]
+        z[:] = 0
+        listed = features[i]
+        count = counts[i]
+        t = 0
+        while t + 4 <= count:
+            w0 = W1T[listed[t]]
+            w1 = W1T[listed[t + 1]]
+            w2 = W1T[listed[t + 2]]
+            w3 = W1T[listed[t + 3]]
+            c0 = x[listed[t]]
+            c1 = x[listed[t + 1]]
+            c2 = x[listed[t + 2]]
+            c3 = x[listed[t + 3]]
+            for j in range(z.shape[0]):
+                z[j] += c0 * w0[j] + c1 * w1[j] + c2 * w2[j] + c3 * w3[j]
+            t += 4
+        for u in range(t, count):
+            axpy(x[listed[u]], W1T[listed[u]], z)
+
+
+#: :func:`sparse_rows_update` sorts and applies a batch this many samples at a time, so that their
+#: deltas stay in cache.
+UPDATE_ROWS = 512
+
+
+@jit
+def sparse_rows_update(X, rows, features, counts, G, W1T, k0, k1, alpha):
+    """``W_1ᵀ[k] += alpha Σ_i x_ik G[i]`` over the listed features ``k`` in ``[k0, k1)`` of ``x_i = X[rows[i]]``.
+
+    With ``alpha = -η`` and ``G = δ_1`` (B, n_1), the first layer's SGD update
+    restricted to the inputs ``[k0, k1)``, touching only the rows of ``W_1ᵀ`` of
+    non-zero inputs. For each block of :data:`UPDATE_ROWS` samples, the
+    (sample, feature) pairs are first sorted by feature (a counting sort), so
+    that each row of ``W_1ᵀ`` is read and written once per block, taking four
+    samples per pass. Threads take disjoint feature ranges: whole rows of ``W_1ᵀ``.
+    """
+    for i0 in range(0, rows.shape[0], UPDATE_ROWS):
+        i1 = min(i0 + UPDATE_ROWS, rows.shape[0])
+        _sparse_rows_update_block(X, rows, features, counts, G, W1T, k0, k1, alpha, i0, i1)
+
+
+@jit
+def _sparse_rows_update_block(X, rows, features, counts, G, W1T, k0, k1, alpha, i0, i1):
+    """:func:`sparse_rows_update` for the samples ``[i0, i1)``."""
+    n = i1 - i0
+    start = np.zeros(k1 - k0 + 1, np.int64)  # start[k - k0]: first entry of feature k
+    first = np.empty(n, np.int64)
+    stop = np.empty(n, np.int64)
+    for r in range(n):
+        listed = features[i0 + r, :counts[i0 + r]]
+        first[r] = np.searchsorted(listed, k0)
+        stop[r] = np.searchsorted(listed, k1)
+        for t in range(first[r], stop[r]):
+            start[listed[t] - k0 + 1] += 1
+    for k in range(1, k1 - k0 + 1):
+        start[k] += start[k - 1]
+    entry_row = np.empty(start[k1 - k0], np.int32)  # the pairs' samples and values, sorted by feature
+    entry_value = np.empty(start[k1 - k0], G.dtype)
+    for r in range(n):
+        x = X[rows[i0 + r]]
+        listed = features[i0 + r]
+        for t in range(first[r], stop[r]):
+            slot = listed[t] - k0
+            e = start[slot]
+            entry_row[e] = i0 + r
+            entry_value[e] = alpha * x[listed[t]]
+            start[slot] = e + 1
+    # start[k - k0] now ends feature k; feature k begins where feature k - 1 ends.
+    e = 0
+    for k in range(k0, k1):
+        end = start[k - k0]
+        w = W1T[k]
+        while e + 4 <= end:
+            g0 = G[entry_row[e]]
+            g1 = G[entry_row[e + 1]]
+            g2 = G[entry_row[e + 2]]
+            g3 = G[entry_row[e + 3]]
+            c0 = entry_value[e]
+            c1 = entry_value[e + 1]
+            c2 = entry_value[e + 2]
+            c3 = entry_value[e + 3]
+            for j in range(w.shape[0]):
+                w[j] += c0 * g0[j] + c1 * g1[j] + c2 * g2[j] + c3 * g3[j]
+            e += 4
+        while e < end:
+            axpy(entry_value[e], G[entry_row[e]], w)
+            e += 1
+
+
+@jit
+def _step_layout(sizes, work, n):
+    """Where a step of ``n`` samples keeps its data: each layer's offsets (see :func:`offsets`), the
+    workspace's activations and deltas, and the offset in ``work`` of the gathered inputs (n, n_0)."""
+    w_off, b_off, a_off, n_params, n_acts = offsets(sizes, n)
+    return w_off, b_off, a_off, work[:n_acts], work[n_acts:2 * n_acts], 2 * n_acts + n_params
+
+
+@jit
+def _rows_pass(theta, sizes, activation, X, y, rows, W1T, features, counts, work, losses, r0, r1):
+    """Forward and backward passes of the rows ``[r0, r1)`` of a batch; ``losses[i]`` gets row ``i``'s loss.
+
+    Fills, for those rows, ``A_l`` in the workspace's activations and
+    ``δ_l = ∂(mean loss)/∂Z_l`` in its deltas, every layer. The first layer is
+    sparse when ``features`` has rows (over each sample's non-zero inputs, which
+    this pass lists, with the weights in ``W_1ᵀ``), else dense (the inputs
+    gathered into the workspace, dot products with ``W_1`` in ``theta``). Rows
+    are independent here, so threads share a batch by row ranges.
+    """
+    n = rows.shape[0]
+    last = sizes.shape[0] - 2
+    n0 = sizes[0]
+    n1 = sizes[1]
+    w_off, b_off, a_off, acts, deltas, inputs_at = _step_layout(sizes, work, n)
+    Z1 = row_block(acts, 0, n1, 0, n)
+    if features.shape[0] > 0:
+        for i in range(r0, r1):
+            x = X[rows[i]]
+            counts[i] = nonzero_union(x, x, features[i])
+        sparse_rows_product(X, rows, features, counts, W1T, Z1, r0, r1)
+    else:
+        inputs = row_block(work, inputs_at, n0, r0, r1)
+        for i in range(r0, r1):
+            inputs[i - r0] = X[rows[i]]
+        gemm_nt(inputs, theta[:n1 * n0].reshape((n1, n0)), row_block(acts, 0, n1, r0, r1))
+    for l in range(last + 1):
+        n_out = sizes[l + 1]
+        A = row_block(acts, a_off[l], n_out, r0, r1)
+        if l > 0:
+            n_in = sizes[l]
+            gemm_nt(row_block(acts, a_off[l - 1], n_in, r0, r1), theta[w_off[l]:b_off[l]].reshape((n_out, n_in)), A)
+        bias_activation(A, theta[b_off[l]:b_off[l] + n_out], IDENTITY if l == last else activation)
+    # Loss and output delta (softmax(z) - onehot(y)) / B.
+    logits = row_block(acts, a_off[last], sizes[last + 1], r0, r1)
+    d_out = row_block(deltas, a_off[last], sizes[last + 1], r0, r1)
+    for r in range(r1 - r0):
+        losses[r0 + r] = row_loss_and_gradient(logits[r], y[rows[r0 + r]], 1.0 / n, d_out[r])
+    # δ_{l-1} = (δ_l W_l) g'(A_{l-1}).
+    for l in range(last, 0, -1):
+        n_in = sizes[l]
+        n_out = sizes[l + 1]
+        A_prev = row_block(acts, a_off[l - 1], n_in, r0, r1)
+        d_prev = row_block(deltas, a_off[l - 1], n_in, r0, r1)
+        input_gradient(row_block(deltas, a_off[l], n_out, r0, r1), theta[w_off[l]:b_off[l]].reshape((n_out, n_in)),
+                       d_prev)
+        for r in range(r1 - r0):
+            for k in range(n_in):
+                d_prev[r, k] *= derivative_scalar(A_prev[r, k], activation)
+
+
+@jit
+def _bias_step(dZ, b, j0, j1, lr):
+    """``b[j] -= η Σ_i dZ[i, j]`` for ``j`` in ``[j0, j1)``."""
+    total = np.empty(j1 - j0, dZ.dtype)
+    bias_gradient(dZ[:, j0:j1], total)
+    step = b.dtype.type(lr)
+    for j in range(j1 - j0):
+        b[j0 + j] -= step * total[j]
+
+
+@jit
+def _update_pass(theta, sizes, X, rows, W1T, features, counts, work, lr, t, n_chunks):
+    """SGD update of range ``t`` of ``n_chunks`` of every layer's weights, after :func:`_rows_pass`.
+
+    ``W_l -= η δ_lᵀ A_{l-1}`` without storing the gradient, by ranges of units;
+    the sparse first layer by ranges of input features of ``W_1ᵀ``, touching only
+    the rows of listed features. Ranges are disjoint, so threads share them.
+    """
+    n = rows.shape[0]
+    last = sizes.shape[0] - 2
+    n0 = sizes[0]
+    n1 = sizes[1]
+    w_off, b_off, a_off, acts, deltas, inputs_at = _step_layout(sizes, work, n)
+    d1 = row_block(deltas, 0, n1, 0, n)
+    j0, j1 = chunk(n1, t, n_chunks, 4)
+    if features.shape[0] > 0:
+        k0, k1 = chunk(n0, t, n_chunks, 4)
+        sparse_rows_update(X, rows, features, counts, d1, W1T, k0, k1, -lr)
+    else:
+        gemm_rows(d1, row_block(work, inputs_at, n0, 0, n), theta[:n1 * n0].reshape((n1, n0)), j0, j1, True, -lr, True)
+    _bias_step(d1, theta[b_off[0]:b_off[0] + n1], j0, j1, lr)
+    for l in range(1, last + 1):
+        n_in = sizes[l]
+        n_out = sizes[l + 1]
+        d = row_block(deltas, a_off[l], n_out, 0, n)
+        j0, j1 = chunk(n_out, t, n_chunks, 4)
+        gemm_rows(d, row_block(acts, a_off[l - 1], n_in, 0, n), theta[w_off[l]:b_off[l]].reshape((n_out, n_in)),
+                  j0, j1, True, -lr, True)
+        _bias_step(d, theta[b_off[l]:b_off[l] + n_out], j0, j1, lr)
+
+
+def minibatch_epoch(theta, sizes, activation, X, y, order, batch_size, lr, work, loss_sum):
+    """Minibatch SGD over ``order``: one step per ``batch_size`` consecutive samples (the last may be short).
+
+    The steps of :func:`kernels.numpy.network.minibatch_step`, arranged for speed:
+
+    * on sparse inputs (at most :data:`SPARSE_MAX_DENSITY` non-zero, judged on the
+      :data:`DENSITY_SAMPLE` rows of ``X``, and an index of at most
+      :data:`SPARSE_MAX_INDEX_BYTES`) the first layer works on a transposed copy
+      ``W_1ᵀ`` (n_0, n_1) for the whole call, written back at the end, so that its
+      product and its update are row operations ``z += x_k W_1ᵀ[k]`` and
+      ``W_1ᵀ[k] -= η Σ_i x_ik δ_i`` over each sample's non-zero inputs only, exactly;
+      dense inputs take register-blocked products;
+    * each step is two parallel passes (when it is large enough): the forward
+      and backward passes by row ranges of the batch (:func:`_rows_pass`), then
+      the updates by disjoint ranges of each layer's units (:func:`_update_pass`),
+      written straight into ``theta`` without storing a gradient.
+
+    This is the only parallel kernel, and no other kernel calls it: numba's
+    cache can crash when a cached function calls a parallel one (numba issues
+    #8578, #10128).
+
+    Parameters
+    ----------
+    X : ndarray, shape (N, n_0)
+    y : ndarray of int64, shape (N,)
+    order : ndarray of int64, shape (n,)
+    batch_size : int, >= 1
+    lr : float
+    work : ndarray, shape (>= layout.workspace_size(sizes, batch_size),)
+    loss_sum : ndarray of float64, shape (1,)
+        ``loss_sum[0] +=`` each sample's loss, before the update of its step.
+    """
+    layout.batch_starts(order.shape[0], batch_size)  # checks batch_size as the other backends do
+    index_bytes = 4 * min(batch_size, order.shape[0]) * X.shape[1]
+    max_density = SPARSE_MAX_DENSITY if index_bytes <= SPARSE_MAX_INDEX_BYTES else -1.0
+    minibatch_epoch_variant(theta, sizes, activation, X, y, order, batch_size, lr, work, loss_sum,
+                            parallel_threads(), max_density)
+
+
+def parallel_threads():
+    """Threads :func:`minibatch_epoch` shares a step among: numba's thread count, but 1 under numba's
+    ``workqueue`` threading layer (no OpenMP or TBB found), whose parallel regions cost ~150 µs each
+    here, more than they save on a step."""
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel kernel has run yet in this process
+        return get_num_threads()
+    return 1 if layer == "workqueue" else get_num_threads()
+
+
+@jit_parallel
+def minibatch_epoch_variant(theta, sizes, activation, X, y, order, batch_size, lr, work, loss_sum,
+                            threads, max_density):
+    """:func:`minibatch_epoch` on ``threads`` threads, sparse when the input density is at most
+    ``max_density`` (-1: never; 2: always); ``bench/test_minibatch_ablation.py`` compares them.
+    The thread count is an argument because a compiled kernel that reads it from numba cannot be cached.
+    """
+    n0 = sizes[0]
+    n1 = sizes[1]
+    W1 = theta[:n1 * n0].reshape((n1, n0))
+    density = input_density(X)
+    sparse = density <= max_density
+    W1T = np.ascontiguousarray(W1.T) if sparse else np.empty((0, n1), theta.dtype)
+    rows_per_step = min(batch_size, order.shape[0])
+    features = np.empty((rows_per_step if sparse else 0, n0), np.int32)
+    counts = np.empty(rows_per_step, np.int64)
+    losses = np.empty(rows_per_step)  # each row's loss, summed in order: the same sum on any number of threads
+    total = 0.0
+    for start in range(0, order.shape[0], batch_size):
+        rows = order[start:min(start + batch_size, order.shape[0])]
+        n = rows.shape[0]
+        n_chunks = threads if n * n0 * n1 * (density if sparse else 1.0) >= PARALLEL_MIN_WORK else 1
+        if n_chunks == 1:
+            _rows_pass(theta, sizes, activation, X, y, rows, W1T, features, counts, work, losses, 0, n)
+            _update_pass(theta, sizes, X, rows, W1T, features, counts, work, lr, 0, 1)
+        else:
+            for t in prange(n_chunks):
+                r0, r1 = chunk(n, t, n_chunks, 4)
+                _rows_pass(theta, sizes, activation, X, y, rows, W1T, features, counts, work, losses, r0, r1)
+            for t in prange(n_chunks):
+                _update_pass(theta, sizes, X, rows, W1T, features, counts, work, lr, t, n_chunks)
+        for r in range(n):
+            total += losses[r]
+    if sparse:
+        W1[:] = W1T.T
+    loss_sum[0] += total
+
+
+def minibatch_step(theta, sizes, activation, X, y, batch, lr, work, loss_sum):
+    """One SGD step on the mean loss of the samples ``batch``: :func:`minibatch_epoch` over that one batch.
+
+    Parameters
+    ----------
+    X : ndarray, shape (N, n_0)
+    y : ndarray of int64, shape (N,)
+    batch : ndarray of int64, shape (B,)
+    lr : float
+    work : ndarray, shape (>= layout.workspace_size(sizes, B),)
+    loss_sum : ndarray of float64, shape (1,)
+        ``loss_sum[0] +=`` the batch's summed loss, before the update.
+    """
+    minibatch_epoch(theta, sizes, activation, X, y, batch, max(batch.shape[0], 1), lr, work, loss_sum)
+
+
