@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 
 from bench.peers import TorchMLP, torch_devices
+from kernels import layout
+from kernels.optimizer import hyper
 from model import MLP, load_mnist
 from model.backends import get_backend
 
@@ -69,11 +71,17 @@ def order():
     return np.random.default_rng(1).permutation(N_SAMPLES).astype(np.int64)
 
 
+def sizes_of(params):
+    """Layer sizes of ``[(W, b), ...]``."""
+    return [params[0][0].shape[1]] + [W.shape[0] for W, _ in params]
+
+
 class LibraryRunner:
     """An ``MLP`` on one backend with its data already on the device, reset before each round."""
 
     def __init__(self, backend, params, X, y, order):
-        self.net = MLP(SIZES, backend=backend, seed=0)
+        self.sizes = sizes_of(params)
+        self.net = MLP(self.sizes, backend=backend, seed=0)
         self.net.set_params(params)
         self.backend = self.net._backend
         self.X, self.y, self.order = (self.backend.to_device(a) for a in (X, y, order))
@@ -86,19 +94,12 @@ class LibraryRunner:
         self.backend.synchronize()
 
     def epoch(self, batch_size, samples=None):
-        if self.work is None or self.work.shape[0] < self._work_size(batch_size):
-            from kernels import layout
-
-            self.work = self.backend.zeros(layout.workspace_size(SIZES, batch_size), np.float32)
+        size = layout.workspace_size(self.sizes, batch_size)
+        if self.work is None or self.work.shape[0] < size:
+            self.work = self.backend.zeros(size, np.float32)
         order = self.order if samples is None else self.order[:samples]
-        self.net._epoch(self.X, self.y, order, LR, batch_size, self.work, self.loss_sum)
+        self.net._epoch(self.X, self.y, order, hyper(LR), batch_size, self.work, self.loss_sum)
         self.backend.synchronize()
-
-    @staticmethod
-    def _work_size(batch_size):
-        from kernels import layout
-
-        return layout.workspace_size(SIZES, batch_size)
 
     def params(self):
         return self.net.params

@@ -8,10 +8,12 @@ switched on or off; groups ``sgd_epoch savings <data>`` compare the variants wit
 import numpy as np
 import pytest
 
+import kernels.numpy as reference
 from bench.conftest import LR, N_SAMPLES, SIZES, flat_theta
 from kernels import layout
 from kernels.activations import RELU
 from kernels.cpu.per_sample import sgd_epoch, sgd_epoch_variant
+from kernels.optimizer import hyper
 from model import MLP
 
 VARIANTS = {
@@ -41,16 +43,19 @@ def test_sgd_epoch_variant(benchmark, datasets, initial_params, order, case, var
     work = np.zeros(layout.workspace_size(sizes, 1), np.float32)
     flags = VARIANTS[variant]
 
-    def epoch(theta, samples):
+    def epoch(theta, samples, data=X, work=work):
         if flags is None:
-            sgd_epoch(theta, sizes, RELU, X, y, samples, LR, work, np.zeros(1))
+            sgd_epoch(theta, theta[:1], sizes, RELU, data, y, samples, hyper(LR), work, np.zeros(1))
         else:
-            sgd_epoch_variant(theta, sizes, RELU, X, y, samples, LR, work, np.zeros(1), *flags)
+            sgd_epoch_variant(theta, sizes, RELU, data, y, samples, LR, work, np.zeros(1), *flags)
 
-    theta, expected = start.copy(), start.copy()
-    epoch(theta, order[:500])
-    sgd_epoch_variant(expected, sizes, RELU, X, y, order[:500], LR, work, np.zeros(1), *VARIANTS["all savings"])
-    np.testing.assert_allclose(theta, expected, rtol=1e-4, atol=1e-6)  # the same updates either way
+    # The same updates either way: checked in float64 against the NumPy reference, where they agree to rounding
+    # (in float32 a ReLU unit at its kink flips one way or the other, and deeper nets drift apart by percents).
+    theta, expected = start.astype(np.float64), start.astype(np.float64)
+    epoch(theta, order[:200], X.astype(np.float64), work.astype(np.float64))
+    reference.sgd_epoch(expected, expected[:1], sizes, RELU, X.astype(np.float64), y, order[:200], hyper(LR),
+                        np.zeros(layout.workspace_size(sizes, 1)), np.zeros(1))
+    np.testing.assert_allclose(theta, expected, rtol=1e-9, atol=1e-12)
     theta = start.copy()
     benchmark.group = f"sgd_epoch savings {case}"
     benchmark.extra_info.update(items=N_SAMPLES, unit="samples")

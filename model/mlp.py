@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from kernels import layout
+from kernels import layout, optimizer
 from kernels.activations import ACTIVATIONS, LEAKY_RELU, RELU, activation_code
 from model import _checks
 from model.backends import get_backend, resolve_backend_name
@@ -185,6 +185,8 @@ class MLP:
         self._sizes = layout.as_sizes(self._layer_sizes)
         self._rng = np.random.default_rng(seed)
         self._theta = self._backend.to_device(self._initial_theta())
+        #: The optimizer's momentum buffer, laid out like theta: allocated by the first fit with momentum.
+        self._velocity = None
 
     # ----------------------------------------------------------------- state
     @property
@@ -439,7 +441,7 @@ class MLP:
                 order = self._rng.permutation(n) if shuffle else np.arange(n)
                 order_dev = backend.to_device(order.astype(np.int64))
                 backend.assign(loss_sum, backend.to_device(np.zeros(1)))
-                self._epoch(X_dev, y_dev, order_dev, lr, batch_size, work, loss_sum, interrupt,
+                self._epoch(X_dev, y_dev, order_dev, optimizer.hyper(lr), batch_size, work, loss_sum, interrupt,
                             lambda done, epoch=epoch: progress.update(epoch, done))
                 if interrupt.raised:
                     history.interrupted = True
@@ -496,7 +498,16 @@ class MLP:
         multiply_adds = 3 * self.n_params * batch_size  # forward, backward and update of one batch
         return max(1, self._backend.chunk_work // multiply_adds) * batch_size
 
-    def _epoch(self, X_dev, y_dev, order_dev, lr, batch_size, work, loss_sum, interrupt=None, progress=None):
+    def _velocity_for(self, hyper):
+        """The momentum buffer the epoch ops take: the model's (zero until its first step with momentum),
+        or, when the update has no momentum, a placeholder the ops never read."""
+        if hyper[optimizer.MOMENTUM] == 0:
+            return self._velocity if self._velocity is not None else self._backend.zeros(1, self.dtype)
+        if self._velocity is None:
+            self._velocity = self._backend.zeros(self.n_params, self.dtype)
+        return self._velocity
+
+    def _epoch(self, X_dev, y_dev, order_dev, hyper, batch_size, work, loss_sum, interrupt=None, progress=None):
         """One pass over ``order_dev`` with the backend's fused epoch ops; all arrays on the backend's device.
 
         The op runs in chunks of :meth:`_chunk_samples` samples, so that
@@ -506,16 +517,17 @@ class MLP:
         ops = self._backend.ops
         n = order_dev.shape[0]
         chunk = self._chunk_samples(batch_size)
+        velocity = self._velocity_for(hyper)
         for done in range(0, n, chunk):
             if interrupt is not None and interrupt.raised:
                 break
             stop = min(n, done + chunk)
             if batch_size == 1:
-                ops.sgd_epoch(self._theta, self._sizes, self._activation, X_dev, y_dev, order_dev[done:stop], lr,
-                              work, loss_sum)
+                ops.sgd_epoch(self._theta, velocity, self._sizes, self._activation, X_dev, y_dev,
+                              order_dev[done:stop], hyper, work, loss_sum)
             else:
-                ops.minibatch_epoch(self._theta, self._sizes, self._activation, X_dev, y_dev, order_dev[done:stop],
-                                    batch_size, lr, work, loss_sum)
+                ops.minibatch_epoch(self._theta, velocity, self._sizes, self._activation, X_dev, y_dev,
+                                    order_dev[done:stop], batch_size, hyper, work, loss_sum)
             if progress is not None:
                 progress(stop)
 

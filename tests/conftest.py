@@ -32,8 +32,9 @@ def tolerance(dtype):
     return TOLERANCES[np.dtype(dtype)]
 
 
-NETWORK_OPS = {"mlp_forward", "mlp_backward", "minibatch_step", "minibatch_epoch", "sgd_epoch", "evaluate",
-               "predict_proba"}
+#: Where each op takes ``sizes``, which stays on the host (a tuple for the CUDA kernels).
+SIZES_POSITION = {"mlp_forward": 1, "mlp_backward": 1, "evaluate": 1, "predict_proba": 1, "minibatch_step": 2,
+                  "minibatch_epoch": 2, "sgd_epoch": 2, "optimizer_update": 3}
 
 
 class HostOps:
@@ -66,9 +67,9 @@ class HostOps:
         """Run op ``op_name`` on copies of ``args``; return the host values of the positions in ``outputs``.
 
         Arrays are copied (to the device, for CUDA) and the ones listed in
-        ``outputs`` are read back; a network op's ``sizes`` (argument 1) stays on the host.
+        ``outputs`` are read back; a network op's ``sizes`` stays on the host.
         """
-        host_positions = {1} if op_name in NETWORK_OPS else set()
+        host_positions = {SIZES_POSITION.get(op_name)}
         device_args = [
             self.put(a) if isinstance(a, np.ndarray) and p not in host_positions else a
             for p, a in enumerate(args)

@@ -1,16 +1,24 @@
 """The CUDA backend without a GPU.
 
 * In the normal process: every CUDA kernel compiles to PTX for Hopper (sm_90) and
-  Ampere (sm_80) in float32 and float64 (``numba.cuda.compile_ptx`` needs no GPU
-  and catches typing errors the simulator lets through).
+  Ampere (sm_80) in float32 and float64, for one to three hidden layers, with its
+  own options (launch bounds, fast math); ``ptxas -v`` then reports its registers,
+  spills and stack, and the test fails where a block of the kernel's declared size
+  would not fit an SM's 65,536 registers, where it spills, or where a kernel has no
+  launch bound. (A real H200 refused kernels that the simulator had run.)
 * In the simulator process (``NUMBA_ENABLE_CUDASIM=1``, or on a real GPU with
   ``NUMBA_MLP_TEST_CUDA=1``): the model on ``backend="cuda"`` trains to the cpu
-  backend's weights, per-sample and minibatch.
-  (``tests/test_kernels.py`` checks each kernel against the reference there.)
+  backend's weights, per-sample and minibatch, and the fused kernels' multi-slice
+  and multi-block paths match the reference.
+  (``tests/test_kernels.py`` checks each op against the reference there.)
 """
 
 import importlib
+import pathlib
 import pkgutil
+import re
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -21,6 +29,9 @@ cuda_ops = pytest.importorskip("kernels.cuda")
 if cuda_ops.cuda is None:
     pytest.skip("numba-cuda is not installed", allow_module_level=True)
 
+#: Registers of one SM (sm_80 and sm_90): a block's threads times its kernel's registers must fit.
+REGISTERS_PER_SM = 65536
+
 
 def kernel_signatures(dtype, n_layers):
     """Argument types of every kernel, as the launchers call them."""
@@ -30,18 +41,25 @@ def kernel_signatures(dtype, n_layers):
     A1, A2 = types.Array(real, 1, "C"), types.Array(real, 2, "C")
     I1, F1 = types.Array(types.int64, 1, "C"), types.Array(types.float64, 1, "C")
     sizes = types.UniTuple(types.int64, n_layers + 1)
-    flag, code = types.boolean, types.int64
-    product = (A2, A2, A2, flag, flag, code, code, A1, A2)
+    hyper = types.UniTuple(types.float64, 4)
+    flag, integer = types.boolean, types.int64
+    address, three, five = types.UniTuple(integer, 3), types.UniTuple(integer, 3), types.UniTuple(integer, 5)
     return {
-        "matmul_tiled": product,
-        "matmul_small": product,
-        "activation_kernel": (A2, A2, code, A2, flag),
-        "softmax_rows": (A2, I1, I1, flag, code, A2, A1, F1),
+        "matmul_tiled": (A2, A1, A1, A1, I1, address, address, address, address, address, three, five),
+        "matmul_small": (A2, A2, A2, flag, flag, integer, integer, A1, A2),
+        "activation_kernel": (A2, A2, integer, A2, flag),
+        "softmax_rows": (A2, I1, integer, A2, A1),
+        "evaluate_rows": (A2, I1, F1),
         "sgd_update_kernel": (A1, A1, types.float64),
+        "optimizer_update_kernel": (A1, A1, A1, sizes, hyper),
         "count_nonfinite_kernel": (A1, I1),
-        "gather_rows": (A2, I1, A2),
-        "sgd_epoch_kernel": (A1, sizes, code, A2, I1, I1, types.float64, A1, A1, F1),
+        "sgd_epoch_kernel": (A1, A1, sizes, integer, A2, I1, I1, hyper, A1, integer, F1),
+        "minibatch_epoch_kernel": (A1, A1, I1, integer, A2, I1, I1, integer, hyper, A1, F1),
     }
+
+
+#: Kernels whose code depends on the number of layers (``sizes`` is a tuple of that length).
+LAYERED = {"optimizer_update_kernel", "sgd_epoch_kernel"}
 
 
 def all_kernels():
@@ -56,6 +74,18 @@ def all_kernels():
                 if not getattr(value, "targetoptions", {}).get("device", False):
                     found[name] = value
     return found
+
+
+def find_ptxas():
+    """``ptxas`` from pip's nvidia-cuda-nvcc (a test dependency), else one on the PATH."""
+    try:
+        import nvidia
+    except ImportError:
+        nvidia = None
+    for root in getattr(nvidia, "__path__", []):
+        for candidate in sorted(pathlib.Path(root).glob("cu*/bin/ptxas")):
+            return str(candidate)
+    return shutil.which("ptxas")
 
 
 @pytest.fixture
@@ -77,23 +107,69 @@ def target_device(monkeypatch):
     return use
 
 
-@pytest.mark.skipif(SIMULATOR, reason="compile_ptx is not part of the simulator")
-@pytest.mark.parametrize("cc", [(9, 0), (8, 0)], ids=["sm90", "sm80"])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
-def test_every_kernel_compiles_to_ptx(cc, dtype, target_device):
+def compile_kernel(kernel, signature, cc):
+    """PTX of ``kernel`` for ``signature`` with the kernel's own options: ``compile_ptx(kernel.py_func, ...)``
+    alone drops its launch bounds and fast math."""
     from numba import cuda
 
+    options = kernel.targetoptions
+    ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=cc, launch_bounds=options.get("launch_bounds"),
+                              fastmath=options.get("fastmath", False))
+    return ptx
+
+
+def ptxas_report(ptxas, ptx, cc, directory):
+    """``ptxas -v`` of ``ptx``: (registers, spill store bytes, spill load bytes, stack bytes) per entry function.
+
+    ``-c`` (relocatable): a cooperative kernel calls cudadevrt's grid barrier, linked only at load time.
+    """
+    source = directory / "kernel.ptx"
+    source.write_text(ptx)
+    result = subprocess.run([ptxas, f"-arch=sm_{cc[0]}{cc[1]}", "-v", "-c", str(source), "-o",
+                             str(directory / "kernel.o")], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = {}
+    entry = None
+    for line in result.stderr.splitlines():
+        if match := re.search(r"Compiling entry function '(\S+)'", line):
+            entry = match.group(1)
+            report[entry] = {"registers": 0, "spill_stores": 0, "spill_loads": 0, "stack": 0}
+        elif entry and (match := re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, "
+                                            r"(\d+) bytes spill loads", line)):
+            report[entry].update(stack=int(match.group(1)), spill_stores=int(match.group(2)),
+                                 spill_loads=int(match.group(3)))
+        elif entry and (match := re.search(r"Used (\d+) registers", line)):
+            report[entry]["registers"] = int(match.group(1))
+    return report
+
+
+@pytest.mark.skipif(SIMULATOR, reason="compile_ptx and ptxas are not part of the simulator")
+@pytest.mark.parametrize("cc", [(9, 0), (8, 0)], ids=["sm90", "sm80"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_every_kernel_fits_its_block(cc, dtype, target_device, tmp_path):
+    """Every kernel compiles for the GPU with a launch bound, and a block of that size fits an SM without spilling."""
     target_device(cc)
+    ptxas = find_ptxas()
+    if ptxas is None:
+        pytest.skip("no ptxas: pip install nvidia-cuda-nvcc (a test dependency)")
     kernels = all_kernels()
-    for n_layers in (1, 2, 3):
+    table = []
+    for n_layers in (1, 2, 3, 4):
         signatures = kernel_signatures(dtype, n_layers)
         assert set(kernels) == set(signatures), "a kernel has no PTX signature in this test"
         for name, kernel in kernels.items():
-            if n_layers > 1 and name != "sgd_epoch_kernel":
+            if n_layers > 1 and name not in LAYERED:
                 continue
-            ptx, _ = cuda.compile_ptx(kernel.py_func, signatures[name], cc=cc)
-            assert f".target sm_{cc[0]}{cc[1]}" in ptx, name
-            assert ".entry" in ptx, name
+            bound = kernel.targetoptions.get("launch_bounds")
+            assert bound, f"{name} declares no launch_bounds"
+            ptx = compile_kernel(kernel, signatures[name], cc)
+            assert f".target sm_{cc[0]}{cc[1]}" in ptx and f".maxntid {bound}, 1, 1" in ptx, name
+            (resources,) = ptxas_report(ptxas, ptx, cc, tmp_path).values()
+            table.append(f"{name} ({n_layers} layers): {resources['registers']} registers x {bound} threads, "
+                         f"stack {resources['stack']} B")
+            assert resources["registers"] * bound <= REGISTERS_PER_SM, table[-1]
+            assert resources["spill_stores"] == resources["spill_loads"] == 0, f"{name} spills: {resources}"
+    print("\n".join(table))
 
 
 @pytest.mark.skipif(SIMULATOR, reason="checked in the normal process")
@@ -149,6 +225,48 @@ def test_cuda_model_api(tmp_path):
     net.save(tmp_path / "m.npz")
     loaded = MLP.load(tmp_path / "m.npz", backend="cuda")
     np.testing.assert_array_equal(loaded.params[0][0], net.params[0][0])
+
+
+SLICE_CASES = [(sizes, n_slices, "plain") for sizes in ([7, 3], [6, 5, 4], [5, 6, 4, 3], [4, 5, 6, 3, 2])
+               for n_slices in (1, 2, 3, "one unit each")]
+SLICE_CASES += [([6, 5, 4], 2, "nesterov+decay"), ([5, 6, 4, 3], 3, "nesterov+decay")]
+
+
+@simulated
+@pytest.mark.parametrize("sizes, n_slices, optimizer", SLICE_CASES, ids=str)
+def test_per_sample_kernel_with_any_number_of_slices(sizes, n_slices, optimizer):
+    """The per-sample kernel's partition (slices of units, shares summed across slices, pending first-layer
+    updates) gives the reference's result however the units are cut; the simulator runs one block, which loops
+    over the slices."""
+    import kernels.numpy as reference
+    from kernels import layout
+    from kernels.cuda import cuda
+    from kernels.cuda.per_sample import sgd_epoch_variant
+    from kernels.optimizer import hyper
+
+    rng = np.random.default_rng(len(sizes))
+    X = rng.standard_normal((9, sizes[0]))
+    X[rng.random(X.shape) < 0.4] = 0
+    y = rng.integers(0, sizes[-1], 9)
+    theta = rng.standard_normal(layout.param_count(sizes)) * 0.5
+    velocity = rng.standard_normal(theta.shape) * 0.01
+    order = np.array([3, 1, 4, 1, 5])
+    parameters = hyper(0.1) if optimizer == "plain" else hyper(0.05, 0.8, True, 0.01)
+    slices = (sizes[0] if len(sizes) == 2 else max(sizes[1:-1])) if n_slices == "one unit each" else n_slices
+    work = np.zeros(layout.workspace_size(sizes, 1))
+    expected = [theta.copy(), velocity.copy(), np.zeros(1)]
+    reference.sgd_epoch(expected[0], expected[1], layout.as_sizes(sizes), 2, X, y, order, parameters, work.copy(),
+                        expected[2])
+    got = [cuda.to_device(a) for a in (theta, velocity, np.zeros(1))]
+    if slices * (2 * sizes[-1] + 2 * max(sizes[1:-2], default=0)) > layout.param_count(sizes):
+        with pytest.raises(ValueError, match="work buffer holds the shares of at most"):
+            sgd_epoch_variant(got[0], got[1], sizes, 2, cuda.to_device(X), cuda.to_device(y), cuda.to_device(order),
+                              parameters, cuda.to_device(work), got[2], slices)
+        return
+    sgd_epoch_variant(got[0], got[1], sizes, 2, cuda.to_device(X), cuda.to_device(y), cuda.to_device(order),
+                      parameters, cuda.to_device(work), got[2], slices)
+    for value, want in zip(got, expected):
+        np.testing.assert_allclose(value.copy_to_host(), want, rtol=1e-10, atol=1e-12)
 
 
 @simulated

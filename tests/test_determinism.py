@@ -92,7 +92,7 @@ def test_epochs_are_cut_into_calls_of_fixed_length(monkeypatch):
     monkeypatch.setattr(net._backend, "chunk_work", 3 * net.n_params * 100)  # 100 samples per call
     lengths = []
     original = net._backend.ops.sgd_epoch
-    monkeypatch.setattr(net._backend.ops, "sgd_epoch", lambda *args: lengths.append(len(args[5])) or original(*args))
+    monkeypatch.setattr(net._backend.ops, "sgd_epoch", lambda *args: lengths.append(len(args[6])) or original(*args))
     net.fit(X, y, epochs=1)
     assert lengths == [100] * 17 + [97]
     assert net._chunk_samples(7) == 98  # whole batches

@@ -12,6 +12,7 @@ import pytest
 import kernels.numpy as reference
 from kernels import layout
 from kernels.activations import ACTIVATIONS
+from kernels.optimizer import hyper
 from tests.conftest import CUDA_UNDER_TEST, SIMULATOR, poisoned, tolerance
 
 # (B, n_in, n_out): batch 1 (the course's matrix-vector product), odd sizes, a
@@ -25,8 +26,38 @@ if CUDA_UNDER_TEST and not SIMULATOR:  # a real GPU: several tiles and a grid-st
 ACTIVATION_NAMES = sorted(ACTIVATIONS)
 
 
+def simulator_runs_only(wanted, reason):
+    """On the CUDA simulator (~10⁴× slower), skip the cases that are not ``wanted``; elsewhere run them all."""
+    if SIMULATOR and not wanted:
+        pytest.skip(f"on the simulator: {reason}")
+
+
 def random_array(rng, shape, dtype, scale=1.0):
     return (rng.standard_normal(shape) * scale).astype(dtype)
+
+
+def assert_sums_close(got, terms_a, terms_b, addend=None):
+    """``got ≈ terms_a @ terms_b (+ addend)`` within the worst-case rounding error of any order of summation.
+
+    Each element is a sum of ``n`` products (``n`` = the inner dimension, plus one
+    for an addend); summed in any order, with or without fused multiply-adds, its
+    error is at most ``γ_n Σ|aᵢ bᵢ|`` (Higham's ``γ_n = n u / (1 - n u)``, ``u``
+    the unit roundoff), plus the final rounding ``u |exact|``. The exact values
+    are computed in extended precision. A fixed tolerance fails correct GPU
+    results where large terms cancel, and hides wrong ones where they are small.
+    """
+    u = np.finfo(got.dtype).eps / 2
+    exact = terms_a.astype(np.longdouble) @ terms_b.astype(np.longdouble)
+    magnitude = np.abs(terms_a).astype(np.longdouble) @ np.abs(terms_b).astype(np.longdouble)
+    n = terms_a.shape[-1]
+    if addend is not None:
+        exact = exact + addend
+        magnitude = magnitude + np.abs(addend)
+        n += 1
+    bound = n * u / (1 - n * u) * magnitude + u * np.abs(exact) + np.finfo(got.dtype).tiny
+    error = np.abs(got.astype(np.longdouble) - exact)
+    worst = np.unravel_index(np.argmax(error - bound), error.shape)
+    assert np.all(error <= bound), f"error {float(error[worst]):.3g} > bound {float(bound[worst]):.3g} at {worst}"
 
 
 @pytest.mark.parametrize("shape", LINEAR_SHAPES, ids=str)
@@ -35,10 +66,8 @@ def test_linear_forward(under_test, rng, dtype, shape):
     X = random_array(rng, (batch, n_in), dtype)
     W = random_array(rng, (n_out, n_in), dtype)
     b = random_array(rng, n_out, dtype)
-    expected = np.empty((batch, n_out), dtype)
-    reference.linear_forward(X, W, b, expected)
     (got,) = under_test.call("linear_forward", X, W, b, poisoned((batch, n_out), dtype), outputs=[3])
-    np.testing.assert_allclose(got, expected, **tolerance(dtype))
+    assert_sums_close(got, X, W.T, b)
 
 
 @pytest.mark.parametrize("shape", LINEAR_SHAPES, ids=str)
@@ -49,14 +78,24 @@ def test_linear_backward(under_test, rng, dtype, shape, with_input_gradient):
     dZ[:, ::3] = 0  # rows of zeros, as inactive ReLU units give
     X = random_array(rng, (batch, n_in), dtype)
     W = random_array(rng, (n_out, n_in), dtype)
-    dW, db = np.empty((n_out, n_in), dtype), np.empty(n_out, dtype)
-    dX = np.empty((batch, n_in), dtype) if with_input_gradient else None
-    reference.linear_backward(dZ, X, W, dW, db, dX)
-    args = [dZ, X, W, poisoned(dW.shape, dtype), poisoned(db.shape, dtype),
+    args = [dZ, X, W, poisoned((n_out, n_in), dtype), poisoned(n_out, dtype),
             poisoned(X.shape, dtype) if with_input_gradient else None]
     got = under_test.call("linear_backward", *args, outputs=[3, 4, 5] if with_input_gradient else [3, 4])
-    for value, want in zip(got, (dW, db, dX)):
-        np.testing.assert_allclose(value, want, **tolerance(dtype))
+    assert_sums_close(got[0], dZ.T, X)  # dW = dZᵀ X
+    assert_sums_close(got[1], dZ.T, np.ones(batch, dtype))  # db = Σ_batch dZ
+    if with_input_gradient:
+        assert_sums_close(got[2], dZ, W)  # dX = dZ W
+
+
+def test_the_product_bound_catches_a_wrong_element(rng):
+    """The bound is tight enough that a product missing a term of its sum (its largest) fails it."""
+    A, B = random_array(rng, (16, 784), np.float32), random_array(rng, (784, 8), np.float32)
+    C = (A @ B).astype(np.float32)
+    assert_sums_close(C, A, B)
+    k = np.argmax(np.abs(A[3] * B[:, 5]))
+    C[3, 5] -= A[3, k] * B[k, 5]
+    with pytest.raises(AssertionError, match=r"at \(np.int64\(3\), np.int64\(5\)\)"):
+        assert_sums_close(C, A, B)
 
 
 @pytest.mark.parametrize("activation", ACTIVATION_NAMES)
@@ -292,55 +331,87 @@ def test_backward_against_finite_differences(under_test, rng, sizes, activation)
     np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-7)
 
 
+#: Optimizer settings the training ops are checked with: plain SGD, momentum, Nesterov with weight decay.
+OPTIMIZERS = {"plain": hyper(0.1), "momentum": hyper(0.02, 0.9), "nesterov+decay": hyper(0.02, 0.8, True, 0.01)}
+
+
+def initial_velocity(theta):
+    """A velocity as if a step had been taken already, so that momentum acts from the first step on."""
+    return (np.random.default_rng(9).standard_normal(theta.shape) * 0.01).astype(theta.dtype)
+
+
+def train_op(runner, op_name, theta, sizes, code, X, y, order, hyper_parameters, batch_size=None, work=None):
+    """Run a training op (``sgd_epoch``, ``minibatch_step``, ``minibatch_epoch``) from ``theta`` and a velocity
+    that has seen a step already (so momentum acts from the start); return theta, velocity and the loss sum.
+
+    ``runner`` is ``reference`` (the NumPy module) or the backend under test.
+    """
+    velocity = initial_velocity(theta)
+    rows = order.shape[0] if batch_size is None else batch_size
+    work = np.full(layout.workspace_size(sizes, rows), np.nan, theta.dtype) if work is None else work
+    args = [theta.copy(), velocity, sizes, code, X, y, order, hyper_parameters, work, np.zeros(1)]
+    if batch_size is not None:
+        args.insert(7, batch_size)
+    if runner is reference:
+        runner.__dict__[op_name](*args)
+        return args[0], args[1], args[-1]
+    return tuple(runner.call(op_name, *args, outputs=[0, 1, len(args) - 1]))
+
+
+def check_trained(got, expected, dtype):
+    """Weights, velocity and loss of :func:`train_op` against the reference's, to ``dtype``'s tolerance."""
+    for value, want in zip(got, expected):
+        np.testing.assert_allclose(value, want, **tolerance(dtype))
+
+
 @pytest.mark.parametrize("sizes", NETWORKS, ids=str)
 @pytest.mark.parametrize("activation", ["relu", "sigmoid", "leaky_relu"])
-def test_minibatch_step(under_test, rng, dtype, sizes, activation):
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_minibatch_step(under_test, rng, dtype, sizes, activation, optimizer):
+    simulator_runs_only(activation == "relu" and (optimizer == "plain" or sizes == [6, 7, 4]),
+                        "relu, the optimizers with one hidden layer")
     sizes, theta, X, y = random_network(rng, sizes, dtype, 20)
     code = ACTIVATIONS[activation]
     batch = rng.permutation(20)[:7]
-    work_size = layout.workspace_size(sizes, 7)
-    expected, expected_loss = theta.copy(), np.zeros(1)
-    reference.minibatch_step(expected, sizes, code, X, y, batch, 0.1, np.empty(work_size, dtype), expected_loss)
-    got, got_loss = under_test.call("minibatch_step", theta, sizes, code, X, y, batch, 0.1,
-                                    poisoned(work_size, dtype), np.zeros(1), outputs=[0, 8])
-    np.testing.assert_allclose(got, expected, **tolerance(dtype))
-    np.testing.assert_allclose(got_loss, expected_loss, **tolerance(dtype))
+    expected = train_op(reference, "minibatch_step", theta, sizes, code, X, y, batch, OPTIMIZERS[optimizer])
+    got = train_op(under_test, "minibatch_step", theta, sizes, code, X, y, batch, OPTIMIZERS[optimizer])
+    check_trained(got, expected, dtype)
 
 
 @pytest.mark.parametrize("sizes", NETWORKS, ids=str)
 @pytest.mark.parametrize("activation", ACTIVATION_NAMES)
 @pytest.mark.parametrize("data", ["sparse", "dense"])
-def test_sgd_epoch_matches_unfused_steps(under_test, rng, dtype, sizes, activation, data):
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_sgd_epoch_matches_unfused_steps(under_test, rng, dtype, sizes, activation, data, optimizer):
     """The fused per-sample epoch against the reference: one unfused step per sample, in order."""
+    simulator_runs_only((sizes == [6, 7, 4] and (optimizer == "plain" or (activation == "relu" and data == "sparse")))
+                        or (activation == "relu" and data == "sparse" and optimizer == "plain"),
+                        "every activation and optimizer with one hidden layer, the other depths with relu")
     sizes, theta, X, y = random_network(rng, sizes, dtype, 12)
     if data == "sparse":  # 40% non-zero: the CPU kernel lists each sample's non-zero inputs
         X[rng.random(X.shape) < 0.6] = 0
         X[3] = rng.standard_normal(X.shape[1])  # one dense sample among them
     code = ACTIVATIONS[activation]
-    order = np.concatenate([rng.permutation(12), [4, 4]])  # a sample may repeat
-    work_size = layout.workspace_size(sizes, 1)
-    expected, expected_loss = theta.copy(), np.zeros(1)
-    reference.sgd_epoch(expected, sizes, code, X, y, order, 0.05, np.empty(work_size, dtype), expected_loss)
-    got, got_loss = under_test.call("sgd_epoch", theta, sizes, code, X, y, order, 0.05,
-                                    poisoned(work_size, dtype), np.zeros(1), outputs=[0, 8])
-    np.testing.assert_allclose(got, expected, **tolerance(dtype))
-    np.testing.assert_allclose(got_loss, expected_loss, **tolerance(dtype))
+    order = np.concatenate([rng.permutation(12)[:4 if SIMULATOR else 12], [3, 3]])  # a sample may repeat
+    work = np.empty(layout.workspace_size(sizes, 1), dtype)
+    expected = train_op(reference, "sgd_epoch", theta, sizes, code, X, y, order, OPTIMIZERS[optimizer], work=work)
+    got = train_op(under_test, "sgd_epoch", theta, sizes, code, X, y, order, OPTIMIZERS[optimizer])
+    check_trained(got, expected, dtype)
 
 
-def test_sgd_epoch_chunks_compose(under_test, rng):
+@pytest.mark.parametrize("optimizer", ["plain", "momentum"])
+def test_sgd_epoch_chunks_compose(under_test, rng, optimizer):
     """Two calls on the halves of an order give the one-call result: the model's chunking is exact."""
-    sizes, theta, X, y = random_network(rng, [9, 8, 5, 3], np.float64, 10)
-    order = rng.permutation(10)
+    sizes, theta, X, y = random_network(rng, [6, 5, 4, 3] if SIMULATOR else [9, 8, 5, 3], np.float64, 10)
+    order = rng.permutation(10)[:6 if SIMULATOR else 10]
+    whole = train_op(under_test, "sgd_epoch", theta, sizes, 1, X, y, order, OPTIMIZERS[optimizer])
+    state = [theta.copy(), initial_velocity(theta), np.zeros(1)]
     work = np.empty(layout.workspace_size(sizes, 1))
-    whole, whole_loss = under_test.call("sgd_epoch", theta, layout.as_sizes(sizes), 1, X, y, order, 0.1,
-                                        work, np.zeros(1), outputs=[0, 8])
-    halves = theta.copy()
-    half_loss = np.zeros(1)
     for part in (order[:4], order[4:]):
-        halves, half_loss = under_test.call("sgd_epoch", halves, sizes, 1, X, y, part, 0.1, work, half_loss,
-                                            outputs=[0, 8])
-    np.testing.assert_allclose(halves, whole, rtol=1e-12)
-    np.testing.assert_allclose(half_loss, whole_loss, rtol=1e-12)
+        state = under_test.call("sgd_epoch", state[0], state[1], sizes, 1, X, y, part, OPTIMIZERS[optimizer], work,
+                                state[2], outputs=[0, 1, 9])
+    for value, want in zip(state, whole):
+        np.testing.assert_allclose(value, want, rtol=1e-12)
 
 
 def minibatch_epoch_case(rng, sizes, dtype, n_samples, density):
@@ -352,9 +423,9 @@ def minibatch_epoch_case(rng, sizes, dtype, n_samples, density):
 
 
 def expected_minibatch_epoch(theta, sizes, code, X, y, order, batch_size, lr):
-    expected, expected_loss = theta.copy(), np.zeros(1)
-    reference.minibatch_epoch(expected, sizes, code, X, y, order, batch_size, lr,
-                              np.empty(layout.workspace_size(sizes, batch_size), theta.dtype), expected_loss)
+    """The reference's weights and loss after plain minibatch SGD at learning rate ``lr``."""
+    expected, _, expected_loss = train_op(reference, "minibatch_epoch", theta, sizes, code, X, y, order, hyper(lr),
+                                          batch_size)
     return expected, expected_loss
 
 
@@ -376,23 +447,22 @@ def check_cpu_minibatch_variant(theta, sizes, X, y, order, batch_size, threads, 
 @pytest.mark.parametrize("sizes", NETWORKS, ids=str)
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 @pytest.mark.parametrize("density", [0.2, 1.0], ids=["sparse", "dense"])
-def test_minibatch_epoch_matches_steps(under_test, rng, dtype, sizes, activation, density):
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_minibatch_epoch_matches_steps(under_test, rng, dtype, sizes, activation, density, optimizer):
     """The fused minibatch epoch against one reference step per batch, on sparse and dense inputs."""
-    if SIMULATOR and (len(sizes) != 3 or activation != "relu" or density != 1.0):
-        pytest.skip("one case on the simulator: the CUDA op is a loop of minibatch_step, tested on its own")
+    simulator_runs_only(activation == "relu" and density == 1.0 and (optimizer == "plain" or sizes == [6, 7, 4]),
+                        "relu on dense data, the optimizers with one hidden layer")
     sizes, theta, X, y, order = minibatch_epoch_case(rng, sizes, dtype, 8, density)
     code = ACTIVATIONS[activation]
-    expected, expected_loss = expected_minibatch_epoch(theta, sizes, code, X, y, order, 4, 0.1)
-    got, got_loss = under_test.call("minibatch_epoch", theta, sizes, code, X, y, order, 4, 0.1,
-                                    poisoned(layout.workspace_size(sizes, 4), dtype), np.zeros(1), outputs=[0, 9])
-    np.testing.assert_allclose(got, expected, **tolerance(dtype))
-    np.testing.assert_allclose(got_loss, expected_loss, **tolerance(dtype))
+    expected = train_op(reference, "minibatch_epoch", theta, sizes, code, X, y, order, OPTIMIZERS[optimizer], 4)
+    got = train_op(under_test, "minibatch_epoch", theta, sizes, code, X, y, order, OPTIMIZERS[optimizer], 4)
+    check_trained(got, expected, dtype)
 
 
 def test_minibatch_epoch_rejects_an_empty_batch_size(under_test, rng):
     sizes, theta, X, y, order = minibatch_epoch_case(rng, [5, 3], np.float64, 6, 1.0)
     with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
-        under_test.call("minibatch_epoch", theta, sizes, 1, X, y, order, 0, 0.1,
+        under_test.call("minibatch_epoch", theta, theta[:1], sizes, 1, X, y, order, 0, hyper(0.1),
                         np.empty(layout.workspace_size(sizes, 1)), np.zeros(1))
 
 
@@ -524,7 +594,8 @@ def test_minibatch_epoch_keeps_its_sparse_index_small(monkeypatch, rng, index_li
     sizes, theta, X, y, order = minibatch_epoch_case(rng, [40, 8, 3], np.float64, 30, 0.1)
     expected_theta, expected_loss = expected_minibatch_epoch(theta, sizes, 1, X, y, order, 10, 0.1)
     loss = np.zeros(1)
-    network.minibatch_epoch(theta, sizes, 1, X, y, order, 10, 0.1, np.empty(layout.workspace_size(sizes, 10)), loss)
+    network.minibatch_epoch(theta, theta[:1], sizes, 1, X, y, order, 10, hyper(0.1),
+                            np.empty(layout.workspace_size(sizes, 10)), loss)
     assert seen == [network.SPARSE_MAX_DENSITY if expected == "sparse allowed" else -1.0]
     np.testing.assert_allclose(theta, expected_theta, **tolerance(np.float64))
     np.testing.assert_allclose(loss, expected_loss, **tolerance(np.float64))
@@ -546,11 +617,6 @@ def test_minibatch_step_large_enough_to_share_among_threads(under_test, rng, dty
     """Products above the parallel threshold are cut into ranges: the result must not change."""
     sizes, theta, X, y = random_network(rng, [301, 66, 10], dtype, 400)
     order = rng.permutation(400)[:batch]
-    work_size = layout.workspace_size(sizes, batch)
-    expected, expected_loss = theta.copy(), np.zeros(1)
-    reference.minibatch_step(expected, sizes, ACTIVATIONS["relu"], X, y, order, 0.05, np.empty(work_size, dtype),
-                             expected_loss)
-    got, got_loss = under_test.call("minibatch_step", theta, sizes, ACTIVATIONS["relu"], X, y, order, 0.05,
-                                    poisoned(work_size, dtype), np.zeros(1), outputs=[0, 8])
-    np.testing.assert_allclose(got, expected, **tolerance(dtype))
-    np.testing.assert_allclose(got_loss, expected_loss, **tolerance(dtype))
+    expected = train_op(reference, "minibatch_step", theta, sizes, 1, X, y, order, hyper(0.05))
+    got = train_op(under_test, "minibatch_step", theta, sizes, 1, X, y, order, hyper(0.05))
+    check_trained(got, expected, dtype)

@@ -10,7 +10,7 @@ from kernels.cpu.linear import linear_backward, linear_forward
 from kernels.cpu.minibatch import minibatch_epoch, minibatch_step
 from kernels.cpu.network import evaluate, mlp_backward, mlp_forward, predict_proba
 from kernels.cpu.per_sample import sgd_epoch
-from kernels.cpu.sgd import count_nonfinite, sgd_update
+from kernels.cpu.sgd import count_nonfinite, optimizer_update, sgd_update
 from kernels.cpu.softmax import cross_entropy, softmax, softmax_cross_entropy_backward
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "minibatch_step",
     "mlp_backward",
     "mlp_forward",
+    "optimizer_update",
     "predict_proba",
     "sgd_epoch",
     "sgd_update",

@@ -15,9 +15,18 @@ from kernels import layout
 from kernels.activations import IDENTITY
 from kernels.cpu._jit import jit, jit_parallel
 from kernels.cpu.linear import axpy, gemm_nt, gemm_rows, input_gradient
-from kernels.cpu.network import bias_activation, bias_gradient, input_density, nonzero_union, offsets, row_block
+from kernels.cpu.network import (
+    bias_activation,
+    bias_gradient,
+    input_density,
+    nonzero_union,
+    offsets,
+    optimizer_epoch,
+    row_block,
+)
 from kernels.cpu.scalar import derivative_scalar
 from kernels.cpu.softmax import row_loss_and_gradient
+from kernels.optimizer import is_plain
 
 #: :func:`minibatch_epoch` takes the sparse first-layer path when at most this fraction of the
 #: inputs is non-zero (MNIST: 0.19). Measured on 784-128-10 with random zeros, 2 threads: the sparse
@@ -242,7 +251,7 @@ def _update_pass(theta, sizes, X, rows, W1T, features, counts, work, lr, t, n_ch
         _bias_step(d, theta[b_off[l]:b_off[l] + n_out], j0, j1, lr)
 
 
-def minibatch_epoch(theta, sizes, activation, X, y, order, batch_size, lr, work, loss_sum):
+def minibatch_epoch(theta, velocity, sizes, activation, X, y, order, batch_size, hyper, work, loss_sum):
     """Minibatch SGD over ``order``: one step per ``batch_size`` consecutive samples (the last may be short).
 
     The steps of :func:`kernels.numpy.network.minibatch_step`, arranged for speed:
@@ -265,16 +274,22 @@ def minibatch_epoch(theta, sizes, activation, X, y, order, batch_size, lr, work,
 
     Parameters
     ----------
+    velocity : ndarray, shape (P,)
     X : ndarray, shape (N, n_0)
     y : ndarray of int64, shape (N,)
     order : ndarray of int64, shape (n,)
     batch_size : int, >= 1
-    lr : float
+    hyper : tuple
+        ``(lr, momentum, nesterov, weight_decay)``.
     work : ndarray, shape (>= layout.workspace_size(sizes, batch_size),)
     loss_sum : ndarray of float64, shape (1,)
         ``loss_sum[0] +=`` each sample's loss, before the update of its step.
     """
     layout.batch_starts(order.shape[0], batch_size)  # checks batch_size as the other backends do
+    if not is_plain(hyper):
+        optimizer_epoch(theta, velocity, sizes, activation, X, y, order, batch_size, tuple(hyper), work, loss_sum)
+        return
+    lr = hyper[0]
     index_bytes = 4 * min(batch_size, order.shape[0]) * X.shape[1]
     max_density = SPARSE_MAX_DENSITY if index_bytes <= SPARSE_MAX_INDEX_BYTES else -1.0
     minibatch_epoch_variant(theta, sizes, activation, X, y, order, batch_size, lr, work, loss_sum,
@@ -330,19 +345,16 @@ def minibatch_epoch_variant(theta, sizes, activation, X, y, order, batch_size, l
     loss_sum[0] += total
 
 
-def minibatch_step(theta, sizes, activation, X, y, batch, lr, work, loss_sum):
+def minibatch_step(theta, velocity, sizes, activation, X, y, batch, hyper, work, loss_sum):
     """One SGD step on the mean loss of the samples ``batch``: :func:`minibatch_epoch` over that one batch.
 
     Parameters
     ----------
-    X : ndarray, shape (N, n_0)
-    y : ndarray of int64, shape (N,)
     batch : ndarray of int64, shape (B,)
-    lr : float
     work : ndarray, shape (>= layout.workspace_size(sizes, B),)
     loss_sum : ndarray of float64, shape (1,)
         ``loss_sum[0] +=`` the batch's summed loss, before the update.
     """
-    minibatch_epoch(theta, sizes, activation, X, y, batch, max(batch.shape[0], 1), lr, work, loss_sum)
+    minibatch_epoch(theta, velocity, sizes, activation, X, y, batch, max(batch.shape[0], 1), hyper, work, loss_sum)
 
 

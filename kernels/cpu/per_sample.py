@@ -10,7 +10,7 @@ import numpy as np
 from kernels.activations import IDENTITY
 from kernels.cpu._jit import jit
 from kernels.cpu.linear import axpy, gemv
-from kernels.cpu.network import input_density, nonzero_union, offsets
+from kernels.cpu.network import input_density, nonzero_union, offsets, optimizer_epoch
 from kernels.cpu.scalar import activate_scalar, derivative_scalar
 from kernels.cpu.softmax import row_loss_and_gradient
 
@@ -59,7 +59,7 @@ def first_layer_pass(W1T, features, count, x_prev, g1, x, z):
 
 
 @jit
-def sgd_epoch(theta, sizes, activation, X, y, order, lr, work, loss_sum):
+def sgd_epoch(theta, velocity, sizes, activation, X, y, order, hyper, work, loss_sum):
     """Per-sample SGD, fused: the course's algorithm, one update per sample in ``order``.
 
     The updates of :func:`kernels.numpy.network.sgd_epoch` (same products, summed
@@ -87,8 +87,12 @@ def sgd_epoch(theta, sizes, activation, X, y, order, lr, work, loss_sum):
     loss_sum : ndarray of float64, shape (1,)
         ``loss_sum[0] +=`` the sum of each sample's loss, before its update.
     """
+    if hyper[1] != 0.0 or hyper[3] != 0.0:  # momentum or weight decay
+        optimizer_epoch(theta, velocity, sizes, activation, X, y, order, 1, hyper, work, loss_sum)
+        return
     skip_zero_features = input_density(X) <= SGD_MAX_DENSITY
-    sgd_epoch_variant(theta, sizes, activation, X, y, order, lr, work, loss_sum, True, skip_zero_features, True)
+    sgd_epoch_variant(theta, sizes, activation, X, y, order, hyper[0], work, loss_sum, True, skip_zero_features,
+                      True)
 
 
 @jit

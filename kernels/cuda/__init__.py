@@ -11,16 +11,10 @@ without a GPU.
 from kernels.cuda._launch import SIMULATED, cuda
 from kernels.cuda.activations import activation_backward, activation_forward
 from kernels.cuda.linear import linear_backward, linear_forward, matmul
-from kernels.cuda.network import (
-    evaluate,
-    minibatch_epoch,
-    minibatch_step,
-    mlp_backward,
-    mlp_forward,
-    predict_proba,
-    sgd_epoch,
-)
-from kernels.cuda.sgd import count_nonfinite, sgd_update
+from kernels.cuda.minibatch import minibatch_epoch, minibatch_step
+from kernels.cuda.network import evaluate, mlp_backward, mlp_forward, predict_proba
+from kernels.cuda.per_sample import sgd_epoch
+from kernels.cuda.sgd import count_nonfinite, optimizer_update, sgd_update
 from kernels.cuda.softmax import cross_entropy, softmax, softmax_cross_entropy_backward
 
 __all__ = [
@@ -39,6 +33,7 @@ __all__ = [
     "minibatch_step",
     "mlp_backward",
     "mlp_forward",
+    "optimizer_update",
     "predict_proba",
     "require_gpu",
     "sgd_epoch",

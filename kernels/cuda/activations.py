@@ -5,11 +5,11 @@ these standalone ops exist for completeness and testing.
 Reference: :mod:`kernels.numpy.activations`.
 """
 
-from kernels.cuda._launch import THREADS, activate_device, cuda, derivative_device, grid_for
+from kernels.cuda._launch import THREADS, activate_device, cuda, derivative_device, grid_for, kernel, launch
 
 if cuda is not None:
 
-    @cuda.jit(cache=True)
+    @kernel(THREADS)
     def activation_kernel(Z, dA, code, out, backward):
         """``out = g(Z)``, or ``out = dA · g'(A)`` with ``Z`` holding ``A`` when ``backward``."""
         n_cols = Z.shape[1]
@@ -24,9 +24,9 @@ if cuda is not None:
 
 def activation_forward(Z, activation, out):
     """``out = g(Z)``; Z and out (B, n) device arrays."""
-    activation_kernel[grid_for(Z.size), THREADS](Z, Z, activation, out, False)
+    launch(activation_kernel, grid_for(Z.size), THREADS, Z, Z, activation, out, False)
 
 
 def activation_backward(A, dA, activation, out):
     """``out = dA · g'(Z)`` through the stored output ``A = g(Z)``; all (B, n) device arrays."""
-    activation_kernel[grid_for(A.size), THREADS](A, dA, activation, out, True)
+    launch(activation_kernel, grid_for(A.size), THREADS, A, dA, activation, out, True)

@@ -1,18 +1,35 @@
 """Dense layer ``Z = X Wᵀ + b`` and its gradients as ``numba.cuda`` kernels.
 
-One product kernel serves every case, ``C = op(A) op(B)`` with either operand
-optionally transposed, and a fused epilogue (bias + activation in the forward
+One tile routine, :func:`product_tile`, computes every product of the package:
+``C = op(A) op(B)`` with either operand optionally transposed, the batch rows
+of the data optionally gathered through an index (so that a minibatch is never
+copied out of ``X``), and a fused epilogue (bias and activation in the forward
 pass, the activation derivative in the backward pass, the bias gradient beside
-the weight gradient):
+the weight gradient).
 
-* :func:`matmul_tiled`: shared-memory tiles of ``TILE × TILE`` outputs, each
-  thread holding ``TILE_OUTPUTS²`` accumulators in registers; grid-stride over tiles;
+Operands are addressed, not passed: each is a small tuple of ints
+``(buffer, offset, leading dimension)`` into one of four arrays, the data ``X``
+(2-D, rows optionally gathered) or the flat ``P``, ``Q``, ``R``. The fused
+minibatch kernel passes ``X``, ``theta`` and its work buffer once and chooses a
+phase's operands with integers; choosing among array variables instead cost it
+so many registers that it spilled (``tests/test_cuda.py`` checks).
+
+A block of ``TILE_THREADS²`` threads computes a ``TILE × TILE`` tile of C, each
+thread a ``TILE_OUTPUTS²`` register tile of outputs ``TILE_THREADS`` apart (so a
+warp's shared-memory reads hit distinct banks); the reduction runs through two
+shared-memory stages of depth ``TILE_K``, the next one loaded from global memory
+into registers while the current one is multiplied, one barrier per stage.
+
+* :func:`matmul_tiled`: the standalone product, a grid-stride loop over tiles;
+  the fused minibatch kernel (:mod:`kernels.cuda.minibatch`) calls the same routine.
 * :func:`matmul_small`: for a C of at most ``SMALL_ROWS`` rows (the course's
   B = 1 matrix-vector product), one block per output element, its threads
-  splitting the reduction, so the GPU is not wasted on one thread per row.
+  splitting the reduction.
 
 Reference: :mod:`kernels.numpy.linear`.
 """
+
+import numpy as np
 
 from kernels.activations import IDENTITY
 from kernels.cuda._launch import (
@@ -23,25 +40,46 @@ from kernels.cuda._launch import (
     SMALL_ROWS,
     THREADS,
     TILE,
+    TILE_BLOCK,
     TILE_K,
     TILE_OUTPUTS,
     TILE_PAD,
     TILE_THREADS,
     activate_device,
-    block_sum,
     cuda,
     derivative_device,
     grid_for,
+    group_sum,
+    kernel,
+    launch,
 )
 
-_BLOCK = TILE_THREADS * TILE_THREADS
-_LOADS = TILE * TILE_K // _BLOCK  # elements of each shared tile loaded per thread
+_LOADS = TILE * TILE_K // TILE_BLOCK  # elements of each operand's stage loaded per thread
+
+
+def tile_count(M, N):
+    """Tiles of an (M, N) product."""
+    return ((M + TILE - 1) // TILE) * ((N + TILE - 1) // TILE)
+
 
 if cuda is not None:
+    tile_count_device = cuda.jit(device=True, inline=True)(tile_count)
+
+FROM_X, FROM_P, FROM_Q, FROM_R = 0, 1, 2, 3  # the buffer an operand lives in
+
+
+def operand(buffer, offset=0, leading=0):
+    """An operand's address: ``(buffer, offset, leading dimension)`` of a row-major matrix; rows of ``X``
+    are addressed directly (offset and leading dimension are ignored)."""
+    return (buffer, offset, leading)
+
+
+if cuda is not None:
+    operand_device = cuda.jit(device=True, inline=True)(operand)
 
     @cuda.jit(device=True, inline=True)
     def epilogue_value(value, i, j, epilogue, code, vec, gate):
-        """The fused epilogue of output ``C[i, j]``."""
+        """The fused epilogue of output ``C[i, j]`` for array operands (:func:`matmul_small`)."""
         if epilogue == BIAS_ACTIVATION:
             return activate_device(value + vec[j], code)
         if epilogue == ACTIVATION_GRADIENT:
@@ -49,82 +87,150 @@ if cuda is not None:
         return value
 
     @cuda.jit(device=True, inline=True)
-    def load_tile_element(tile, src, k_major, k0, K, o0, O, idx):
-        """Element ``idx`` of the shared tile ``tile[kk, oo] = op(src)[k0 + kk, o0 + oo]`` (zero outside).
+    def fetch(X, P, Q, R, rows, gathered, address, r, c):
+        """Element ``(r, c)`` of the matrix at ``address``; ``X``'s row index goes through ``rows`` when
+        ``gathered``."""
+        buffer = address[0]
+        if buffer == FROM_X:
+            return X[rows[r] if gathered else r, c]
+        index = address[1] + r * address[2] + c
+        if buffer == FROM_P:
+            return P[index]
+        if buffer == FROM_Q:
+            return Q[index]
+        return R[index]
 
-        ``src`` is stored (K, O) when ``k_major``, else (O, K); consecutive ``idx``
-        walk its contiguous axis, so a warp's loads are coalesced.
-        """
-        if k_major:
-            oo = idx % TILE
-            kk = idx // TILE
-            inside = k0 + kk < K and o0 + oo < O
-            tile[kk, oo] = src[k0 + kk, o0 + oo] if inside else tile.dtype.type(0)
+    @cuda.jit(device=True, inline=True)
+    def store(P, Q, R, address, r, c, value):
+        """``matrix[r, c] = value`` for the matrix at ``address`` (in ``P``, ``Q`` or ``R``)."""
+        index = address[1] + r * address[2] + c
+        if address[0] == FROM_P:
+            P[index] = value
+        elif address[0] == FROM_Q:
+            Q[index] = value
         else:
-            kk = idx % TILE_K
-            oo = idx // TILE_K
-            inside = k0 + kk < K and o0 + oo < O
-            tile[kk, oo] = src[o0 + oo, k0 + kk] if inside else tile.dtype.type(0)
+            R[index] = value
 
-    @cuda.jit(cache=True)
-    def matmul_tiled(A, B, C, transpose_a, transpose_b, epilogue, code, vec, gate):
-        """``C = op(A) op(B)`` (M, N) with the epilogue; a block per TILE × TILE tile.
+    @cuda.jit(device=True, inline=True)
+    def stage_place(k_major, idx):
+        """Where element ``idx`` of a shared stage sits, ``(kk, oo)``: consecutive ``idx`` walk the contiguous
+        axis of the operand (stored (K, O) when ``k_major``, else (O, K)), so a warp's loads are coalesced."""
+        if k_major:
+            return idx // TILE, idx % TILE
+        return idx % TILE_K, idx // TILE_K
 
-        ``op(A)`` is ``Aᵀ`` when ``transpose_a`` (A stored (K, M)), else A (M, K);
-        ``op(B)`` is ``Bᵀ`` when ``transpose_b`` (B stored (N, K)), else B (K, N).
-        Tiles are loaded along the contiguous axis of each operand (coalesced).
+    @cuda.jit(device=True, inline=True)
+    def stage_value(X, P, Q, R, rows, gathered, address, k_major, k, K, o, O):
+        """``op(src)[k, o]``, zero outside (K, O), for the operand at ``address`` (stored (K, O) when ``k_major``,
+        else (O, K))."""
+        value = P.dtype.type(0)
+        if k < K and o < O:
+            if k_major:
+                value = fetch(X, P, Q, R, rows, gathered, address, k, o)
+            else:
+                value = fetch(X, P, Q, R, rows, gathered, address, o, k)
+        return value
+
+    @cuda.jit(device=True, inline=True)
+    def product_tile(X, P, Q, R, rows, a, b, c, vec, gate, shape, options, tile, sA, sB):
+        """Tile number ``tile`` of ``C = op(A) op(B)`` with the epilogue; every thread of the block calls it.
+
+        ``a``, ``b``, ``c``, ``gate``, ``vec``: :func:`operand` addresses (a
+        vector's leading dimension is 0). ``shape`` is ``(M, N, K)``; ``options`` is
+        ``(transpose_a, transpose_b, gather, epilogue, code)``: ``op(A)`` is
+        ``Aᵀ`` when ``transpose_a`` (A stored (K, M)), else A (M, K); ``op(B)``
+        is ``Bᵀ`` when ``transpose_b`` (B stored (N, K)), else B (K, N); with
+        ``gather`` the operand in ``X`` has its rows taken through ``rows``.
+        ``vec`` is the bias (``BIAS_ACTIVATION``) or receives the row sums of
+        ``op(A)`` (``ROW_SUM``); ``gate`` holds the activations whose
+        derivative multiplies C (``ACTIVATION_GRADIENT``). ``sA``, ``sB``: the
+        kernel's shared stages, (2, TILE_K, TILE_PAD) each.
         """
-        sA = cuda.shared.array((TILE_K, TILE_PAD), C.dtype)
-        sB = cuda.shared.array((TILE_K, TILE_PAD), C.dtype)
-        acc = cuda.local.array((TILE_OUTPUTS, TILE_OUTPUTS), C.dtype)
-        row_sum = cuda.local.array(TILE_OUTPUTS, C.dtype)
-        zero = C.dtype.type(0)
-        M = C.shape[0]
-        N = C.shape[1]
-        K = A.shape[0] if transpose_a else A.shape[1]
+        acc = cuda.local.array((TILE_OUTPUTS, TILE_OUTPUTS), P.dtype)
+        row_sum = cuda.local.array(TILE_OUTPUTS, P.dtype)
+        a_frag = cuda.local.array(TILE_OUTPUTS, P.dtype)
+        b_frag = cuda.local.array(TILE_OUTPUTS, P.dtype)
+        a_next = cuda.local.array(_LOADS, P.dtype)
+        b_next = cuda.local.array(_LOADS, P.dtype)
+        zero = P.dtype.type(0)
+        M, N, K = shape
+        transpose_a, transpose_b, gather, epilogue, code = options
+        ta = transpose_a != 0
+        k_major_b = transpose_b == 0
         ty = cuda.threadIdx.y
         tx = cuda.threadIdx.x
         t = ty * TILE_THREADS + tx
         tiles_n = (N + TILE - 1) // TILE
-        n_tiles = ((M + TILE - 1) // TILE) * tiles_n
-        for tile in range(cuda.blockIdx.x, n_tiles, cuda.gridDim.x):
-            m0 = (tile // tiles_n) * TILE
-            n0 = (tile % tiles_n) * TILE
-            sums_rows = epilogue == ROW_SUM and n0 == 0 and tx == 0
-            for r in range(TILE_OUTPUTS):
-                row_sum[r] = zero
-                for c in range(TILE_OUTPUTS):
-                    acc[r, c] = zero
-            for k0 in range(0, K, TILE_K):
+        m0 = (tile // tiles_n) * TILE
+        n0 = (tile % tiles_n) * TILE
+        sums_rows = epilogue == ROW_SUM and n0 == 0 and tx == 0
+        for r in range(TILE_OUTPUTS):
+            row_sum[r] = zero
+            for q in range(TILE_OUTPUTS):
+                acc[r, q] = zero
+        # Stage 0, then for each stage: fetch the next into registers, multiply this one, store the next.
+        for e in range(_LOADS):
+            kk, oo = stage_place(ta, t + e * TILE_BLOCK)
+            sA[0, kk, oo] = stage_value(X, P, Q, R, rows, gather != 0, a, ta, kk, K, m0 + oo, M)
+            kk, oo = stage_place(k_major_b, t + e * TILE_BLOCK)
+            sB[0, kk, oo] = stage_value(X, P, Q, R, rows, gather != 0, b, k_major_b, kk, K, n0 + oo, N)
+        cuda.syncthreads()
+        stage = 0
+        for k0 in range(0, K, TILE_K):
+            k_next = k0 + TILE_K
+            if k_next < K:
                 for e in range(_LOADS):
-                    idx = t + e * _BLOCK
-                    load_tile_element(sA, A, transpose_a, k0, K, m0, M, idx)
-                    load_tile_element(sB, B, not transpose_b, k0, K, n0, N, idx)
-                cuda.syncthreads()
-                for kk in range(TILE_K):
-                    for r in range(TILE_OUTPUTS):
-                        a = sA[kk, ty + TILE_THREADS * r]
-                        if sums_rows:
-                            row_sum[r] += a
-                        for c in range(TILE_OUTPUTS):
-                            acc[r, c] += a * sB[kk, tx + TILE_THREADS * c]
-                cuda.syncthreads()
-            for r in range(TILE_OUTPUTS):
-                i = m0 + ty + TILE_THREADS * r
-                if i < M:
-                    for c in range(TILE_OUTPUTS):
-                        j = n0 + tx + TILE_THREADS * c
-                        if j < N:
-                            C[i, j] = epilogue_value(acc[r, c], i, j, epilogue, code, vec, gate)
+                    kk, oo = stage_place(ta, t + e * TILE_BLOCK)
+                    a_next[e] = stage_value(X, P, Q, R, rows, gather != 0, a, ta, k_next + kk, K, m0 + oo, M)
+                    kk, oo = stage_place(k_major_b, t + e * TILE_BLOCK)
+                    b_next[e] = stage_value(X, P, Q, R, rows, gather != 0, b, k_major_b, k_next + kk, K, n0 + oo, N)
+            for kk in range(TILE_K):
+                for r in range(TILE_OUTPUTS):
+                    a_frag[r] = sA[stage, kk, ty + TILE_THREADS * r]
+                    b_frag[r] = sB[stage, kk, tx + TILE_THREADS * r]
+                for r in range(TILE_OUTPUTS):
                     if sums_rows:
-                        vec[i] = row_sum[r]
+                        row_sum[r] += a_frag[r]
+                    for q in range(TILE_OUTPUTS):
+                        acc[r, q] += a_frag[r] * b_frag[q]
+            if k_next < K:
+                for e in range(_LOADS):
+                    kk, oo = stage_place(ta, t + e * TILE_BLOCK)
+                    sA[1 - stage, kk, oo] = a_next[e]
+                    kk, oo = stage_place(k_major_b, t + e * TILE_BLOCK)
+                    sB[1 - stage, kk, oo] = b_next[e]
+            cuda.syncthreads()
+            stage = 1 - stage
+        for r in range(TILE_OUTPUTS):
+            i = m0 + ty + TILE_THREADS * r
+            if i < M:
+                for q in range(TILE_OUTPUTS):
+                    j = n0 + tx + TILE_THREADS * q
+                    if j < N:
+                        value = acc[r, q]
+                        if epilogue == BIAS_ACTIVATION:
+                            value = activate_device(value + fetch(X, P, Q, R, rows, False, vec, 0, j), code)
+                        elif epilogue == ACTIVATION_GRADIENT:
+                            value *= derivative_device(fetch(X, P, Q, R, rows, False, gate, i, j), code)
+                        store(P, Q, R, c, i, j, value)
+                if sums_rows:
+                    store(P, Q, R, vec, 0, i, row_sum[r])
 
-    @cuda.jit(cache=True)
+    @kernel(TILE_BLOCK)
+    def matmul_tiled(X, P, Q, R, rows, a, b, c, vec, gate, shape, options):
+        """``C = op(A) op(B)`` with the epilogue (see :func:`product_tile`), a grid-stride loop over tiles."""
+        sA = cuda.shared.array((2, TILE_K, TILE_PAD), P.dtype)
+        sB = cuda.shared.array((2, TILE_K, TILE_PAD), P.dtype)
+        for tile in range(cuda.blockIdx.x, tile_count_device(shape[0], shape[1]), cuda.gridDim.x):
+            product_tile(X, P, Q, R, rows, a, b, c, vec, gate, shape, options, tile, sA, sB)
+
+    @kernel(THREADS)
     def matmul_small(A, B, C, transpose_a, transpose_b, epilogue, code, vec, gate):
         """``C = op(A) op(B)`` for a C of few rows: one block of THREADS threads per output element.
 
-        Same arguments as :func:`matmul_tiled` (the ``ROW_SUM`` epilogue is not
-        supported here). Grid-stride over the outputs; a shared-memory tree reduction.
+        Same arguments as :func:`matmul_tiled` without the gather (the ``ROW_SUM``
+        epilogue is not supported here). Grid-stride over the outputs; a
+        shared-memory tree reduction.
         """
         partial = cuda.shared.array(THREADS, C.dtype)
         zero = C.dtype.type(0)
@@ -140,30 +246,41 @@ if cuda is not None:
                 a = A[k, i] if transpose_a else A[i, k]
                 b = B[j, k] if transpose_b else B[k, j]
                 acc += a * b
-            partial[tid] = acc
-            total = block_sum(partial, tid, THREADS)
+            total = group_sum(partial, tid, acc, THREADS)
             if tid == 0:
                 C[i, j] = epilogue_value(total, i, j, epilogue, code, vec, gate)
-            cuda.syncthreads()
+
+
+_NO_ROWS = {}
+
+
+def no_rows():
+    """A placeholder index for products without a gather (one small device array, reused)."""
+    if "rows" not in _NO_ROWS:
+        _NO_ROWS["rows"] = cuda.to_device(np.zeros(1, np.int64))
+    return _NO_ROWS["rows"]
 
 
 def matmul(A, B, C, transpose_a=False, transpose_b=False, epilogue=PLAIN, code=IDENTITY, vec=None, gate=None):
-    """Launch ``C = op(A) op(B)`` with an epilogue on device arrays.
+    """Launch ``C = op(A) op(B)`` with an epilogue on C-contiguous device arrays (see :func:`product_tile`).
 
-    ``vec`` is the bias (``BIAS_ACTIVATION``) or receives the row sums of
-    ``op(A)`` (``ROW_SUM``); ``gate`` holds the activations whose derivative
-    multiplies C (``ACTIVATION_GRADIENT``). Unused ones may be left ``None``.
+    ``vec`` is the bias (``BIAS_ACTIVATION``) or receives the row sums
+    (``ROW_SUM``); ``gate`` the activations of ``ACTIVATION_GRADIENT``; unused
+    ones may be left ``None``. For the tile routine, A takes the ``X`` slot, B,
+    C and the vector (or the gate) the flat ``P``, ``Q`` and ``R``.
     """
-    vec = C[0] if vec is None else vec
-    gate = C if gate is None else gate
     M, N = C.shape
     if M <= SMALL_ROWS and epilogue != ROW_SUM:
-        matmul_small[grid_for(M * N, 1), THREADS](A, B, C, transpose_a, transpose_b, epilogue, code, vec, gate)
-    else:
-        n_tiles = ((M + TILE - 1) // TILE) * ((N + TILE - 1) // TILE)
-        matmul_tiled[grid_for(n_tiles, 1), (TILE_THREADS, TILE_THREADS)](
-            A, B, C, transpose_a, transpose_b, epilogue, code, vec, gate
-        )
+        vec = C[0] if vec is None else vec
+        gate = C if gate is None else gate
+        launch(matmul_small, grid_for(M * N, 1), THREADS, A, B, C, transpose_a, transpose_b, epilogue, code, vec,
+               gate)
+        return
+    K = A.shape[0] if transpose_a else A.shape[1]
+    extra = gate.ravel() if epilogue == ACTIVATION_GRADIENT else (C.ravel()[:1] if vec is None else vec)
+    launch(matmul_tiled, grid_for(tile_count(M, N), 1), (TILE_THREADS, TILE_THREADS), A, B.ravel(), C.ravel(), extra,
+           no_rows(), operand(FROM_X), operand(FROM_P, 0, B.shape[1]), operand(FROM_Q, 0, N), operand(FROM_R),
+           operand(FROM_R, 0, N), (M, N, K), (int(transpose_a), int(transpose_b), 0, epilogue, code))
 
 
 def linear_forward(X, W, b, out):

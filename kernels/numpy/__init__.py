@@ -15,7 +15,7 @@ from kernels.numpy.network import (
     predict_proba,
     sgd_epoch,
 )
-from kernels.numpy.sgd import count_nonfinite, sgd_update
+from kernels.numpy.sgd import count_nonfinite, optimizer_update, sgd_update
 from kernels.numpy.softmax import cross_entropy, softmax, softmax_cross_entropy_backward
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "minibatch_step",
     "mlp_backward",
     "mlp_forward",
+    "optimizer_update",
     "predict_proba",
     "sgd_epoch",
     "sgd_update",

@@ -9,6 +9,11 @@ Shared arguments
 ----------------
 theta : ndarray, shape (P,)
     All parameters, laid out as in :mod:`kernels.layout`.
+velocity : ndarray, shape (P,)
+    The momentum buffer, laid out like ``theta`` (zero before the first step);
+    read and written only when the momentum is not 0 (any array will do then).
+hyper : tuple
+    ``(lr, momentum, nesterov, weight_decay)``, :func:`kernels.optimizer.hyper`.
 sizes : ndarray of int64, shape (L + 1,)
     Layer sizes ``[n_0, ..., n_L]``; ``n_L`` is the number of classes.
 activation : int
@@ -24,8 +29,9 @@ from kernels import layout
 from kernels.activations import IDENTITY
 from kernels.numpy.activations import activation_backward, activation_forward
 from kernels.numpy.linear import linear_backward, linear_forward
-from kernels.numpy.sgd import sgd_update
+from kernels.numpy.sgd import optimizer_update, sgd_update
 from kernels.numpy.softmax import cross_entropy, softmax, softmax_cross_entropy_backward
+from kernels.optimizer import LR, is_plain
 
 
 def mlp_forward(theta, sizes, activation, X, acts):
@@ -79,7 +85,7 @@ def mlp_backward(theta, sizes, activation, X, y, acts, deltas, grad):
             activation_backward(outputs[l - 1], dX, activation, dX)
 
 
-def minibatch_step(theta, sizes, activation, X, y, batch, lr, work, loss_sum):
+def minibatch_step(theta, velocity, sizes, activation, X, y, batch, hyper, work, loss_sum):
     """One SGD step on the mean loss of the samples ``batch``.
 
     Parameters
@@ -88,7 +94,6 @@ def minibatch_step(theta, sizes, activation, X, y, batch, lr, work, loss_sum):
     y : ndarray of int64, shape (N,)
     batch : ndarray of int64, shape (B,)
         Indices of the samples of this step.
-    lr : float
     loss_sum : ndarray, shape (1,)
         ``loss_sum[0] += Σ`` per-sample losses of the batch, measured before the update.
     """
@@ -102,10 +107,13 @@ def minibatch_step(theta, sizes, activation, X, y, batch, lr, work, loss_sum):
     cross_entropy(logits, yb, losses)
     loss_sum[0] += losses.sum()
     mlp_backward(theta, sizes, activation, Xb, yb, acts, deltas, grad)
-    sgd_update(theta, grad, lr)
+    if is_plain(hyper):
+        sgd_update(theta, grad, hyper[LR])
+    else:
+        optimizer_update(theta, velocity, grad, sizes, hyper)
 
 
-def minibatch_epoch(theta, sizes, activation, X, y, order, batch_size, lr, work, loss_sum):
+def minibatch_epoch(theta, velocity, sizes, activation, X, y, order, batch_size, hyper, work, loss_sum):
     """Minibatch SGD: one :func:`minibatch_step` per ``batch_size`` consecutive samples of ``order``.
 
     Parameters
@@ -118,10 +126,11 @@ def minibatch_epoch(theta, sizes, activation, X, y, order, batch_size, lr, work,
         ``loss_sum[0] +=`` each sample's loss, measured before the update of its step.
     """
     for start in layout.batch_starts(order.shape[0], batch_size):
-        minibatch_step(theta, sizes, activation, X, y, order[start:start + batch_size], lr, work, loss_sum)
+        minibatch_step(theta, velocity, sizes, activation, X, y, order[start:start + batch_size], hyper, work,
+                       loss_sum)
 
 
-def sgd_epoch(theta, sizes, activation, X, y, order, lr, work, loss_sum):
+def sgd_epoch(theta, velocity, sizes, activation, X, y, order, hyper, work, loss_sum):
     """Per-sample SGD, the course's algorithm: for each ``i`` in ``order`` predict, backpropagate, update.
 
     Parameters
@@ -132,7 +141,7 @@ def sgd_epoch(theta, sizes, activation, X, y, order, lr, work, loss_sum):
         ``loss_sum[0] +=`` the sum of each sample's loss, measured before its update.
     """
     for s in range(order.shape[0]):
-        minibatch_step(theta, sizes, activation, X, y, order[s:s + 1], lr, work, loss_sum)
+        minibatch_step(theta, velocity, sizes, activation, X, y, order[s:s + 1], hyper, work, loss_sum)
 
 
 def evaluate(theta, sizes, activation, X, y, work, stats):

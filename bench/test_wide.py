@@ -1,0 +1,73 @@
+"""Wide nets, where the products take the time: one epoch, float32, throughput in GFLOP/s.
+
+On the CPU: 784-1024-1024-10 on 10,000 samples at batch 256 and 1024. On a GPU:
+784-1024-1024-10 on 60,000 samples at batch 1024 and 8192, and 784-4096-4096-10
+at batch 8192. Each entry trains from the same weights, in the same order, at the
+same learning rate, and is checked against the NumPy reference before it is
+timed. The multiply-adds of an epoch are counted as the products do them:
+forward, weight gradients, and input gradients below the first layer.
+"""
+
+import numpy as np
+import pytest
+
+from bench.conftest import (
+    MNIST_DIR,
+    check_against_reference,
+    library_backends,
+    make_runner,
+    require_backend,
+)
+from bench.peers import torch_devices
+from model import MLP, load_mnist
+
+CPU_CASES = [([784, 1024, 1024, 10], 10_000, 256), ([784, 1024, 1024, 10], 10_000, 1024)]
+GPU_CASES = [([784, 1024, 1024, 10], 60_000, 1024), ([784, 1024, 1024, 10], 60_000, 8192),
+             ([784, 4096, 4096, 10], 60_000, 8192)]
+CPU_ENTRIES = ["numpy", "cpu", "torch-cpu"]
+GPU_ENTRIES = ["cuda", "torch-cuda"]
+
+
+def epoch_flops(sizes, n_samples):
+    """Floating-point operations of one epoch: 2 per multiply-add, forward, dW and dX (no dX for the inputs)."""
+    weights = [n_in * n_out for n_in, n_out in zip(sizes[:-1], sizes[1:])]
+    return 2 * n_samples * (3 * sum(weights) - weights[0])
+
+
+@pytest.fixture(scope="module")
+def wide_data():
+    """60,000 MNIST training images (synthetic ones of the same shape when absent), and an order."""
+    if MNIST_DIR.exists():
+        X, y = load_mnist(MNIST_DIR, "train")
+    else:
+        rng = np.random.default_rng(3)
+        X = (rng.random((60_000, 784)) * 0.25).astype(np.float32)
+        y = rng.integers(0, 10, 60_000)
+    return np.ascontiguousarray(X), y, np.random.default_rng(4).permutation(60_000).astype(np.int64)
+
+
+def run_wide(benchmark, wide_data, backend, sizes, n_samples, batch_size, device):
+    require_backend(backend)
+    X, y, order = wide_data
+    X, y, order = X[:n_samples], y[:n_samples], order[order < n_samples]
+    params = MLP(sizes, backend="numpy", seed=0).params
+    runner = make_runner(backend, params, X, y, order)
+    check_against_reference(runner, params, X, y, order, batch_size, 2 * batch_size)
+    benchmark.group = f"wide {'-'.join(map(str, sizes))} {device} {n_samples // 1000}k batch {batch_size}"
+    benchmark.extra_info.update(flops=epoch_flops(sizes, n_samples), unit="GFLOP/s")
+    benchmark.pedantic(runner.epoch, args=(batch_size,), setup=runner.reset, rounds=3, iterations=1)
+
+
+@pytest.mark.parametrize("backend", CPU_ENTRIES)
+@pytest.mark.parametrize("sizes, n_samples, batch_size", CPU_CASES, ids=[f"batch{b}" for _, _, b in CPU_CASES])
+def test_wide_cpu(benchmark, wide_data, backend, sizes, n_samples, batch_size):
+    run_wide(benchmark, wide_data, backend, sizes, n_samples, batch_size, "cpu")
+
+
+@pytest.mark.parametrize("backend", GPU_ENTRIES)
+@pytest.mark.parametrize("sizes, n_samples, batch_size", GPU_CASES,
+                         ids=[f"{s[1]}-batch{b}" for s, _, b in GPU_CASES])
+def test_wide_gpu(benchmark, wide_data, backend, sizes, n_samples, batch_size):
+    if "cuda" not in library_backends() or "cuda" not in torch_devices():
+        pytest.skip("no GPU with numba-cuda and torch")
+    run_wide(benchmark, wide_data, backend, sizes, n_samples, batch_size, "gpu")
