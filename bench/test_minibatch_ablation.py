@@ -40,8 +40,8 @@ def test_minibatch_epoch_variant(benchmark, datasets, initial_params, order, dat
     reference.minibatch_epoch(expected, expected[:1], sizes, RELU, X64, y, checked, batch_size, hyper(LR),
                               work.astype(np.float64), np.zeros(1))
     theta = start.astype(np.float64)
-    minibatch_epoch_variant(theta, sizes, RELU, X64, y, checked, batch_size, LR, work.astype(np.float64), np.zeros(1),
-                            threads, max_density)
+    minibatch_epoch_variant(theta, theta[:1], sizes, RELU, X64, y, checked, batch_size, hyper(LR),
+                            work.astype(np.float64), np.zeros(1), threads, max_density)
     np.testing.assert_allclose(theta, expected, rtol=1e-9, atol=1e-12)
     theta = start.copy()
     let_blas_threads_sleep()
@@ -49,6 +49,7 @@ def test_minibatch_epoch_variant(benchmark, datasets, initial_params, order, dat
     benchmark.extra_info.update(items=N_SAMPLES, unit="samples")
     benchmark.pedantic(
         minibatch_epoch_variant,
-        args=(theta, sizes, RELU, X, y, order, batch_size, LR, work, np.zeros(1), threads, max_density),
+        args=(theta, theta[:1], sizes, RELU, X, y, order, batch_size, hyper(LR), work, np.zeros(1), threads,
+              max_density),
         setup=lambda: theta.__setitem__(slice(None), start), rounds=15, iterations=1,
     )

@@ -83,6 +83,24 @@ def check_positive_float(name, value):
     return value
 
 
+def check_non_negative_float(name, value):
+    """A finite real number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r} of type {type(value).__name__}")
+    value = float(value)
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    return value
+
+
+def check_fraction(name, value):
+    """A real number in [0, 1)."""
+    value = check_non_negative_float(name, value)
+    if value >= 1:
+        raise ValueError(f"{name} must be in [0, 1), got {value}")
+    return value
+
+
 def check_features(name, X, n_features, dtype):
     """``X`` as a C-contiguous, writable ``(N, n_features)`` array of ``dtype``, finite, N >= 1."""
     if isinstance(X, np.ndarray):

@@ -5,6 +5,7 @@ moves arrays, orders samples and keeps the bookkeeping.
 """
 
 import contextlib
+import json
 import operator
 import os
 import signal
@@ -20,7 +21,7 @@ import numpy as np
 
 from kernels import layout, optimizer
 from kernels.activations import ACTIVATIONS, LEAKY_RELU, RELU, activation_code
-from model import _checks
+from model import _checks, schedule
 from model.backends import get_backend, resolve_backend_name
 
 FORMAT_VERSION = 1
@@ -36,10 +37,11 @@ class Epoch(NamedTuple):
     val_loss: float | None
     val_accuracy: float | None
     seconds: float
+    lr: float
 
 
 #: The per-epoch lists of a :class:`History`, in :class:`Epoch` order.
-METRICS = ("train_loss", "val_loss", "val_accuracy", "seconds")
+METRICS = ("train_loss", "val_loss", "val_accuracy", "seconds", "lr")
 
 
 @dataclass
@@ -55,6 +57,8 @@ class History:
     val_loss: list = field(default_factory=list)
     val_accuracy: list = field(default_factory=list)
     seconds: list = field(default_factory=list)
+    #: The learning rate of each epoch.
+    lr: list = field(default_factory=list)
     #: Epoch (1-based) whose weights the model holds after early stopping, else None.
     best_epoch: int | None = None
     stopped_early: bool = False
@@ -187,6 +191,8 @@ class MLP:
         self._theta = self._backend.to_device(self._initial_theta())
         #: The optimizer's momentum buffer, laid out like theta: allocated by the first fit with momentum.
         self._velocity = None
+        #: Samples trained on so far, over every fit (the time of the ``invscaling`` schedule).
+        self._samples_seen = 0
 
     # ----------------------------------------------------------------- state
     @property
@@ -267,18 +273,28 @@ class MLP:
                     raise ValueError(f"{name} must hold finite real numbers, got dtype {array.dtype}")
                 view[...] = _checks.check_fits_dtype(name, array, self.dtype)
         self._backend.assign(self._theta, self._backend.to_device(theta))
+        self._velocity = None  # the momentum of other weights means nothing for these
 
     def __getstate__(self):
-        """Pickling and ``copy.deepcopy``: host weights, the backend by the name it was asked for."""
+        """Pickling and ``copy.deepcopy``: host weights and velocity, the training state, the backend by the
+        name it was asked for."""
         return {"layer_sizes": self._layer_sizes, "activation": self._activation_name, "dtype": self._dtype.name,
                 "seed": self._seed, "backend": self._backend_request, "theta": self._host_theta(),
-                "rng": self._rng.bit_generator.state}
+                "velocity": None if self._velocity is None else self._backend.to_host(self._velocity),
+                "samples_seen": self._samples_seen, "rng": self._rng.bit_generator.state}
 
     def __setstate__(self, state):
         self.__init__(state["layer_sizes"], activation=state["activation"], backend=state["backend"],
                       dtype=state["dtype"], seed=state["seed"])
-        self._rng.bit_generator.state = state["rng"]
-        self._theta = self._backend.to_device(np.ascontiguousarray(state["theta"], dtype=self._dtype))
+        self._restore_training_state(state["theta"], state["velocity"], state["samples_seen"], state["rng"])
+
+    def _restore_training_state(self, theta, velocity, samples_seen, rng_state):
+        """Weights, velocity (None: none yet), samples seen and the shuffling generator's state, as saved."""
+        self._theta = self._backend.to_device(np.ascontiguousarray(theta, dtype=self._dtype))
+        self._velocity = None if velocity is None else self._backend.to_device(
+            np.ascontiguousarray(velocity, dtype=self._dtype))
+        self._samples_seen = int(samples_seen)
+        self._rng.bit_generator.state = rng_state
 
     # ------------------------------------------------------------ inference
     def _features(self, X, name="X"):
@@ -351,7 +367,8 @@ class MLP:
 
     # -------------------------------------------------------------- training
     def fit(self, X, y, epochs=10, lr=0.01, batch_size=1, shuffle=True, validation_data=None,
-            patience=None, verbose=False):
+            patience=None, verbose=False, *, momentum=0.0, nesterov=False, weight_decay=0.0,
+            lr_schedule="constant", power_t=0.5, tol=0.0, callback=None):
         """Train with SGD: per-sample (``batch_size=1``, the course's algorithm) or minibatch.
 
         Parameters
@@ -361,7 +378,7 @@ class MLP:
         epochs : int
             Passes over the data (0 is allowed and changes nothing).
         lr : float
-            Learning rate η > 0.
+            Learning rate η > 0 (the initial one, under a schedule).
         batch_size : int
             1 for per-sample SGD; more for minibatch SGD on each batch's mean loss
             (the last, partial batch is used; a batch larger than the data is the
@@ -371,16 +388,38 @@ class MLP:
             (the same on every backend), or in order.
         validation_data : (X_val, y_val) or None
         patience : int or None
-            Stop when the validation loss has not improved for that many epochs
-            and restore the best weights. Needs ``validation_data``.
+            Stop when the validation loss has not improved (by more than ``tol``)
+            for that many epochs, and restore the best weights. Needs
+            ``validation_data``, except with ``lr_schedule="adaptive"``, for which
+            it is the epochs without improvement before the rate is divided by 5
+            (watching the train loss when there is no validation data).
         verbose : bool
             Print progress within epochs and one line per epoch.
+        momentum : float in [0, 1)
+            Momentum μ, with PyTorch's ``torch.optim.SGD`` semantics: ``v ← μ v + g``,
+            ``θ ← θ − η v``. The velocity lives with the weights: it carries over
+            from one ``fit`` to the next, and ``save`` keeps it.
+        nesterov : bool
+            Nesterov momentum, ``θ ← θ − η (g + μ v)`` (needs ``momentum > 0``).
+        weight_decay : float >= 0
+            λ: ``λ W`` is added to the gradient of every weight matrix, never to
+            the biases.
+        lr_schedule : {"constant", "invscaling", "adaptive"} or callable
+            See :mod:`model.schedule`; a callable ``lr_schedule(epoch, history)``
+            returns the rate of each epoch (from 1).
+        power_t : float >= 0
+            The exponent of ``invscaling``.
+        tol : float >= 0
+            The improvement of the monitored loss that counts for ``patience``.
+        callback : callable or None
+            ``callback(history)`` after each epoch; a true result stops training.
 
         Returns
         -------
         History
             Per epoch: ``train_loss`` (mean loss over the epoch's samples, each
-            measured before its update), ``val_loss``, ``val_accuracy``, ``seconds``.
+            measured before its update), ``val_loss``, ``val_accuracy``, ``seconds``,
+            ``lr``.
 
         Raises
         ------
@@ -406,6 +445,19 @@ class MLP:
         patience = _checks.check_optional_int("patience", patience, 1)
         if not isinstance(shuffle, (bool, np.bool_)):
             raise TypeError(f"shuffle must be a bool, got {type(shuffle).__name__}")
+        momentum = _checks.check_fraction("momentum", momentum)
+        if not isinstance(nesterov, (bool, np.bool_)):
+            raise TypeError(f"nesterov must be a bool, got {type(nesterov).__name__}")
+        if nesterov and momentum == 0:
+            raise ValueError("nesterov=True needs momentum > 0")
+        weight_decay = _checks.check_non_negative_float("weight_decay", weight_decay)
+        tol = _checks.check_non_negative_float("tol", tol)
+        schedule.check_schedule(lr_schedule, power_t)
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+        if lr_schedule == "adaptive" and patience is None:
+            raise ValueError("lr_schedule='adaptive' needs patience: the epochs without improvement before the "
+                             "learning rate is divided by 5")
         X = self._features(X)
         y = self._labels(y, X.shape[0])
         n = X.shape[0]
@@ -416,7 +468,7 @@ class MLP:
             X_val = self._features(validation_data[0], "validation_data[0] (X_val)")
             y_val = self._labels(validation_data[1], X_val.shape[0], "validation_data[1] (y_val)")
             n_val = X_val.shape[0]
-        elif patience is not None:
+        elif patience is not None and lr_schedule != "adaptive":
             raise ValueError("patience needs validation_data to measure the validation loss")
         batch_size = min(batch_size, n)  # a batch larger than the data is the whole data
 
@@ -431,17 +483,20 @@ class MLP:
         loss_sum = backend.zeros(1, np.float64)
         nonfinite = backend.zeros(1, np.int64)
         last_good = backend.copy(self._theta)
-        best, best_loss, waited = None, np.inf, 0
+        best = None
+        stopping = schedule.Stopping(lr, lr_schedule, power_t, patience, tol)
         progress = _Progress(verbose, epochs, n)
 
         # Divergence is detected from the loss below; the NumPy backend need not warn about it too.
         with _InterruptFlag() as interrupt, np.errstate(over="ignore", invalid="ignore"):
             for epoch in range(1, epochs + 1):
                 started = time.perf_counter()
+                epoch_lr = stopping.rate(epoch, history, self._samples_seen)
+                hyper = optimizer.hyper(epoch_lr, momentum, nesterov, weight_decay)
                 order = self._rng.permutation(n) if shuffle else np.arange(n)
                 order_dev = backend.to_device(order.astype(np.int64))
                 backend.assign(loss_sum, backend.to_device(np.zeros(1)))
-                self._epoch(X_dev, y_dev, order_dev, optimizer.hyper(lr), batch_size, work, loss_sum, interrupt,
+                self._epoch(X_dev, y_dev, order_dev, hyper, batch_size, work, loss_sum, interrupt,
                             lambda done, epoch=epoch: progress.update(epoch, done))
                 if interrupt.raised:
                     history.interrupted = True
@@ -456,12 +511,13 @@ class MLP:
                     what = (f"the train loss is {train_loss}" if not np.isfinite(train_loss)
                             else f"{bad_weights} weights became NaN or infinite")
                     error = FloatingPointError(
-                        f"training diverged in epoch {epoch}: {what} (lr={lr} may be too large); "
+                        f"training diverged in epoch {epoch}: {what} (lr={epoch_lr} may be too large); "
                         f"the weights of epoch {epoch - 1} were restored"
                     )
                     error.history = history
                     raise error
                 backend.assign(last_good, self._theta)
+                self._samples_seen += n
                 val_loss = val_accuracy = None
                 if validation_data is not None:
                     val_loss, val_accuracy = self._evaluate(X_val_dev, y_val_dev, n_val, work)
@@ -469,17 +525,21 @@ class MLP:
                 history.val_loss.append(val_loss)
                 history.val_accuracy.append(val_accuracy)
                 history.seconds.append(time.perf_counter() - started)
+                history.lr.append(epoch_lr)
                 progress.epoch_end(epoch, history)
                 if patience is not None:
-                    if val_loss < best_loss:
-                        best_loss, waited, history.best_epoch = val_loss, 0, epoch
-                        best = backend.copy(self._theta)
-                    else:
-                        waited += 1
-                        if waited >= patience:
-                            history.stopped_early = True
-                            break
-        if patience is not None and best is not None and history.best_epoch != len(history):
+                    stop = stopping.observe(train_loss if val_loss is None else val_loss)
+                    if stopping.best:
+                        history.best_epoch = epoch
+                        if validation_data is not None:
+                            best = backend.copy(self._theta)
+                    if stop:
+                        history.stopped_early = True
+                        break
+                if callback is not None and callback(history):
+                    history.stopped_early = True
+                    break
+        if best is not None and history.best_epoch != len(history):
             backend.assign(self._theta, best)
         if history.interrupted and verbose:
             print(f"\ninterrupted: {len(history)} complete epochs; the model holds the weights so far",
@@ -499,9 +559,9 @@ class MLP:
         return max(1, self._backend.chunk_work // multiply_adds) * batch_size
 
     def _velocity_for(self, hyper):
-        """The momentum buffer the epoch ops take: the model's (zero until its first step with momentum),
-        or, when the update has no momentum, a placeholder the ops never read."""
-        if hyper[optimizer.MOMENTUM] == 0:
+        """The momentum buffer the epoch ops take: the model's (zero until its first step with momentum or
+        weight decay), or, for plain SGD, a placeholder the ops never read."""
+        if optimizer.is_plain(hyper):
             return self._velocity if self._velocity is not None else self._backend.zeros(1, self.dtype)
         if self._velocity is None:
             self._velocity = self._backend.zeros(self.n_params, self.dtype)
@@ -547,7 +607,12 @@ class MLP:
             "activation": np.array(self.activation),
             "dtype": np.array(self.dtype.name),
             "theta": self._host_theta(),
+            # The training state, so that a loaded model trains on exactly as this one would.
+            "samples_seen": np.array(self._samples_seen, dtype=np.int64),
+            "rng_state": np.array(json.dumps(self._rng.bit_generator.state)),
         }
+        if self._velocity is not None:
+            arrays["velocity"] = self._backend.to_host(self._velocity)
         try:
             mode = os.stat(path).st_mode & 0o7777
         except FileNotFoundError:
@@ -603,8 +668,18 @@ class MLP:
                              f"({layout.param_count(sizes)},) {dtype} for layer sizes {list(sizes)}")
         if not np.isfinite(theta).all():
             raise ValueError(f"{path}: theta holds NaN or infinite values")
+        velocity = contents.get("velocity")
+        if velocity is not None and (velocity.shape != theta.shape or velocity.dtype != dtype
+                                     or not np.isfinite(velocity).all()):
+            raise ValueError(f"{path}: velocity must be finite, of theta's shape {theta.shape} and dtype {dtype}")
         model = cls(sizes, activation=activation, backend=backend, dtype=dtype)
-        model._theta = model._backend.to_device(np.ascontiguousarray(theta))
+        try:
+            rng_state = model._rng.bit_generator.state
+            if "rng_state" in contents:
+                rng_state = json.loads(str(contents["rng_state"]))
+            model._restore_training_state(theta, velocity, int(contents.get("samples_seen", 0)), rng_state)
+        except (ValueError, TypeError, KeyError) as error:
+            raise ValueError(f"{path}: unreadable training state ({error})") from None
         return model
 
     def __repr__(self):

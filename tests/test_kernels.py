@@ -429,19 +429,18 @@ def expected_minibatch_epoch(theta, sizes, code, X, y, order, batch_size, lr):
     return expected, expected_loss
 
 
-def check_cpu_minibatch_variant(theta, sizes, X, y, order, batch_size, threads, max_density):
-    """``kernels.cpu.minibatch.minibatch_epoch_variant`` (relu, lr 0.05) gives the reference's weights and
-    loss."""
+def check_cpu_minibatch_variant(theta, sizes, X, y, order, batch_size, threads, max_density, optimizer="plain"):
+    """``kernels.cpu.minibatch.minibatch_epoch_variant`` (relu) gives the reference's weights, velocity and loss."""
     from kernels.cpu.minibatch import minibatch_epoch_variant
 
     code = ACTIVATIONS["relu"]
-    expected, expected_loss = expected_minibatch_epoch(theta, sizes, code, X, y, order, batch_size, 0.05)
-    got, got_loss = theta.copy(), np.zeros(1)
-    minibatch_epoch_variant(got, sizes, code, X, y, order, batch_size, 0.05,
-                            poisoned(layout.workspace_size(sizes, batch_size), theta.dtype), got_loss, threads,
+    parameters = hyper(0.05) if optimizer == "plain" else OPTIMIZERS[optimizer]  # lr 0.1 drifts past float32's bound
+    expected = train_op(reference, "minibatch_epoch", theta, sizes, code, X, y, order, parameters, batch_size)
+    got = [theta.copy(), initial_velocity(theta), np.zeros(1)]
+    minibatch_epoch_variant(got[0], got[1], sizes, code, X, y, order, batch_size, parameters,
+                            poisoned(layout.workspace_size(sizes, batch_size), theta.dtype), got[2], threads,
                             max_density)
-    np.testing.assert_allclose(got, expected, **tolerance(theta.dtype))
-    np.testing.assert_allclose(got_loss, expected_loss, **tolerance(theta.dtype))
+    check_trained(got, expected, theta.dtype)
 
 
 @pytest.mark.parametrize("sizes", NETWORKS, ids=str)
@@ -470,11 +469,12 @@ def test_minibatch_epoch_rejects_an_empty_batch_size(under_test, rng):
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("max_density", [-1.0, 2.0], ids=["dense-path", "sparse-path"])
 @pytest.mark.parametrize("density", [0.2, 1.0], ids=["sparse-data", "dense-data"])
-def test_minibatch_epoch_paths_and_threads(rng, dtype, threads, max_density, density):
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_minibatch_epoch_paths_and_threads(rng, dtype, threads, max_density, density, optimizer):
     """Each first-layer path of the CPU kernel, on either kind of data, shared among 1-3 threads, large
-    enough to go parallel, gives the reference's weights."""
+    enough to go parallel, gives the reference's weights, with every optimizer."""
     sizes, theta, X, y, order = minibatch_epoch_case(rng, [301, 66, 20, 10], dtype, 400, density)
-    check_cpu_minibatch_variant(theta, sizes, X, y, order, 130, threads, max_density)
+    check_cpu_minibatch_variant(theta, sizes, X, y, order, 130, threads, max_density, optimizer)
 
 
 @pytest.mark.skipif(CUDA_UNDER_TEST, reason="the CPU kernel's threads")
@@ -484,13 +484,15 @@ def test_minibatch_epoch_is_the_same_on_any_number_of_threads(rng, dtype, densit
     from kernels.cpu.minibatch import SPARSE_MAX_DENSITY, minibatch_epoch_variant
 
     sizes, theta, X, y, order = minibatch_epoch_case(rng, [301, 66, 20, 10], dtype, 400, density)
-    results = set()
-    for threads in (1, 2, 3):
-        got, loss = theta.copy(), np.zeros(1)
-        minibatch_epoch_variant(got, sizes, 1, X, y, order, 130, 0.05, np.zeros(layout.workspace_size(sizes, 130),
-                                dtype), loss, threads, SPARSE_MAX_DENSITY)
-        results.add(got.tobytes() + loss.tobytes())
-    assert len(results) == 1
+    for optimizer in ("plain", "nesterov+decay"):
+        results = set()
+        for threads in (1, 2, 3):
+            got, velocity, loss = theta.copy(), initial_velocity(theta), np.zeros(1)
+            minibatch_epoch_variant(got, velocity, sizes, 1, X, y, order, 130, OPTIMIZERS[optimizer],
+                                    np.zeros(layout.workspace_size(sizes, 130), dtype), loss, threads,
+                                    SPARSE_MAX_DENSITY)
+            results.add(got.tobytes() + velocity.tobytes() + loss.tobytes())
+        assert len(results) == 1, optimizer
 
 
 @pytest.mark.skipif(CUDA_UNDER_TEST, reason="the CPU kernels' first-layer path")
@@ -608,7 +610,8 @@ def test_minibatch_epoch_sparse_update_in_blocks(rng, dtype):
 
     batch_size = 2 * UPDATE_ROWS + 7
     sizes, theta, X, y, order = minibatch_epoch_case(rng, [40, 16, 10], dtype, 2 * batch_size + 50, 0.2)
-    check_cpu_minibatch_variant(theta, sizes, X, y, order, batch_size, 2, 2.0)
+    for optimizer in ("plain", "momentum"):
+        check_cpu_minibatch_variant(theta, sizes, X, y, order, batch_size, 2, 2.0, optimizer)
 
 
 @pytest.mark.skipif(SIMULATOR, reason="too large for the simulator")
@@ -620,3 +623,27 @@ def test_minibatch_step_large_enough_to_share_among_threads(under_test, rng, dty
     expected = train_op(reference, "minibatch_step", theta, sizes, 1, X, y, order, hyper(0.05))
     got = train_op(under_test, "minibatch_step", theta, sizes, 1, X, y, order, hyper(0.05))
     check_trained(got, expected, dtype)
+
+
+@pytest.mark.skipif(CUDA_UNDER_TEST, reason="the CPU kernel's lazy momentum")
+@pytest.mark.parametrize("optimizer", ["momentum", "nesterov+decay", "decay only"])
+def test_lazy_momentum_catches_up_long_gaps(rng, dtype, optimizer):
+    """Inputs 5% non-zero over 300 samples: rows of W_1ᵀ skip hundreds of steps and catch up with Mʲ; the result is
+    the reference's, and the same as visiting every row at every sample."""
+    from kernels.cpu.per_sample_momentum import sgd_epoch_momentum
+
+    parameters = {"momentum": hyper(0.02, 0.9), "nesterov+decay": hyper(0.02, 0.8, True, 0.01),
+                  "decay only": hyper(0.02, 0.0, False, 0.01)}[optimizer]
+    sizes, theta, X, y = random_network(rng, [60, 9, 7, 4], dtype, 100)
+    X[rng.random(X.shape) >= 0.05] = 0
+    order = rng.integers(0, 100, 300)
+    expected = train_op(reference, "sgd_epoch", theta, sizes, 1, X, y, order, parameters)
+    results = []
+    for visit_every_row in (False, True):
+        got = [theta.copy(), initial_velocity(theta), np.zeros(1)]
+        sgd_epoch_momentum(got[0], got[1], sizes, 1, X, y, order, parameters,
+                           poisoned(layout.workspace_size(sizes, 1), dtype), got[2], not visit_every_row)
+        check_trained(got, expected, dtype)
+        results.append(got)
+    for lazy, every in zip(*results):
+        np.testing.assert_allclose(lazy, every, **tolerance(dtype))

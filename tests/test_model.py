@@ -209,7 +209,7 @@ def test_history_reads_as_records_and_as_metrics(digits):
     assert [record.epoch for record in records] == [1, 2, 3]
     assert history[0] == records[0] and history[-1] == records[2] and history[1:] == records[1:]
     assert history[2].train_loss == history["train_loss"][2] == history.train_loss[2]
-    assert history[0]._asdict().keys() == {"epoch", "train_loss", "val_loss", "val_accuracy", "seconds"}
+    assert history[0]._asdict().keys() == {"epoch", "train_loss", "val_loss", "val_accuracy", "seconds", "lr"}
     with pytest.raises(IndexError, match="3 epochs"):
         history[3]
     with pytest.raises(KeyError, match="'accuracy'"):

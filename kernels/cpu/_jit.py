@@ -51,9 +51,10 @@ def cache_directories():
 
 
 def source_digest():
-    """SHA-256 of every source the CPU kernels are built from."""
+    """SHA-256 of every source the CPU kernels are built from: this package and the shared modules beside it
+    (``kernels/activations.py``, ``kernels/optimizer.py``, ...)."""
     package = pathlib.Path(SOURCE_DIRECTORY)
-    sources = [*sorted(package.glob("*.py")), package.parent / "activations.py"]
+    sources = [*sorted(package.glob("*.py")), *sorted(package.parent.glob("*.py"))]
     return hashlib.sha256(b"".join(path.read_bytes() for path in sources)).hexdigest()
 
 

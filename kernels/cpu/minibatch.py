@@ -21,12 +21,11 @@ from kernels.cpu.network import (
     input_density,
     nonzero_union,
     offsets,
-    optimizer_epoch,
     row_block,
 )
 from kernels.cpu.scalar import derivative_scalar
+from kernels.cpu.sgd import optimizer_step
 from kernels.cpu.softmax import row_loss_and_gradient
-from kernels.optimizer import is_plain
 
 #: :func:`minibatch_epoch` takes the sparse first-layer path when at most this fraction of the
 #: inputs is non-zero (MNIST: 0.19). Measured on 784-128-10 with random zeros, 2 threads: the sparse
@@ -211,44 +210,87 @@ def _rows_pass(theta, sizes, activation, X, y, rows, W1T, features, counts, work
 
 
 @jit
-def _bias_step(dZ, b, j0, j1, lr):
-    """``b[j] -= η Σ_i dZ[i, j]`` for ``j`` in ``[j0, j1)``."""
+def _bias_step(dZ, b, vb, j0, j1, hyper):
+    """The step of ``b[j]`` with gradient ``Σ_i dZ[i, j]``, for ``j`` in ``[j0, j1)``: ``b[j] -= η Σ_i dZ[i, j]``
+    for plain SGD, else the optimizer's (no weight decay on biases)."""
     total = np.empty(j1 - j0, dZ.dtype)
     bias_gradient(dZ[:, j0:j1], total)
-    step = b.dtype.type(lr)
+    real = b.dtype.type
+    if hyper[1] == 0.0 and hyper[3] == 0.0:
+        step = real(hyper[0])
+        for j in range(j1 - j0):
+            b[j0 + j] -= step * total[j]
+        return
     for j in range(j1 - j0):
-        b[j0 + j] -= step * total[j]
+        b[j0 + j], vb[j0 + j] = optimizer_step(b[j0 + j], vb[j0 + j], total[j], real(hyper[0]), real(hyper[1]),
+                                               hyper[2], real(0))
 
 
 @jit
-def _update_pass(theta, sizes, X, rows, W1T, features, counts, work, lr, t, n_chunks):
+def _step_rows(W, V, G, r0, r1, hyper):
+    """The optimizer's step of rows ``[r0, r1)`` of ``W`` (velocity ``V``) with gradient ``G`` (weight decay)."""
+    real = W.dtype.type
+    lr, momentum, nesterov, decay = real(hyper[0]), real(hyper[1]), hyper[2], real(hyper[3])
+    for r in range(r0, r1):
+        w = W[r]
+        v = V[r]
+        g = G[r]
+        for k in range(W.shape[1]):
+            w[k], v[k] = optimizer_step(w[k], v[k], g[k], lr, momentum, nesterov, decay)
+
+
+@jit
+def _update_pass(theta, velocity, sizes, X, rows, W1T, V1T, G1T, features, counts, work, hyper, t, n_chunks):
     """SGD update of range ``t`` of ``n_chunks`` of every layer's weights, after :func:`_rows_pass`.
 
-    ``W_l -= η δ_lᵀ A_{l-1}`` without storing the gradient, by ranges of units;
-    the sparse first layer by ranges of input features of ``W_1ᵀ``, touching only
-    the rows of listed features. Ranges are disjoint, so threads share them.
+    Plain SGD writes ``W_l -= η δ_lᵀ A_{l-1}`` without storing the gradient, by
+    ranges of units; the sparse first layer by ranges of input features of
+    ``W_1ᵀ``, touching only the rows of listed features. With momentum or weight
+    decay every weight moves: the range's gradient rows go to the work buffer's
+    gradient area (to ``G_1ᵀ`` for the sparse first layer), then the optimizer
+    steps them with their velocity (``V_1ᵀ`` beside ``W_1ᵀ``). Ranges are
+    disjoint, so threads share them.
     """
     n = rows.shape[0]
     last = sizes.shape[0] - 2
     n0 = sizes[0]
     n1 = sizes[1]
+    lr = hyper[0]
+    plain = hyper[1] == 0.0 and hyper[3] == 0.0
     w_off, b_off, a_off, acts, deltas, inputs_at = _step_layout(sizes, work, n)
+    grad_at = 2 * acts.shape[0]  # the gradient area: after the activations and the deltas
     d1 = row_block(deltas, 0, n1, 0, n)
     j0, j1 = chunk(n1, t, n_chunks, 4)
     if features.shape[0] > 0:
         k0, k1 = chunk(n0, t, n_chunks, 4)
-        sparse_rows_update(X, rows, features, counts, d1, W1T, k0, k1, -lr)
-    else:
+        if plain:
+            sparse_rows_update(X, rows, features, counts, d1, W1T, k0, k1, -lr)
+        else:
+            G1T[k0:k1] = 0
+            sparse_rows_update(X, rows, features, counts, d1, G1T, k0, k1, 1.0)
+            _step_rows(W1T, V1T, G1T, k0, k1, hyper)
+    elif plain:
         gemm_rows(d1, row_block(work, inputs_at, n0, 0, n), theta[:n1 * n0].reshape((n1, n0)), j0, j1, True, -lr, True)
-    _bias_step(d1, theta[b_off[0]:b_off[0] + n1], j0, j1, lr)
+    else:
+        G1 = work[grad_at:grad_at + n1 * n0].reshape((n1, n0))
+        gemm_rows(d1, row_block(work, inputs_at, n0, 0, n), G1, j0, j1, True, 1.0, False)
+        _step_rows(theta[:n1 * n0].reshape((n1, n0)), velocity[:n1 * n0].reshape((n1, n0)), G1, j0, j1, hyper)
+    _bias_step(d1, theta[b_off[0]:b_off[0] + n1], velocity[b_off[0]:b_off[0] + n1] if not plain else velocity,
+               j0, j1, hyper)
     for l in range(1, last + 1):
         n_in = sizes[l]
         n_out = sizes[l + 1]
         d = row_block(deltas, a_off[l], n_out, 0, n)
         j0, j1 = chunk(n_out, t, n_chunks, 4)
-        gemm_rows(d, row_block(acts, a_off[l - 1], n_in, 0, n), theta[w_off[l]:b_off[l]].reshape((n_out, n_in)),
-                  j0, j1, True, -lr, True)
-        _bias_step(d, theta[b_off[l]:b_off[l] + n_out], j0, j1, lr)
+        W = theta[w_off[l]:b_off[l]].reshape((n_out, n_in))
+        if plain:
+            gemm_rows(d, row_block(acts, a_off[l - 1], n_in, 0, n), W, j0, j1, True, -lr, True)
+        else:
+            G = work[grad_at + w_off[l]:grad_at + b_off[l]].reshape((n_out, n_in))
+            gemm_rows(d, row_block(acts, a_off[l - 1], n_in, 0, n), G, j0, j1, True, 1.0, False)
+            _step_rows(W, velocity[w_off[l]:b_off[l]].reshape((n_out, n_in)), G, j0, j1, hyper)
+        _bias_step(d, theta[b_off[l]:b_off[l] + n_out],
+                   velocity[b_off[l]:b_off[l] + n_out] if not plain else velocity, j0, j1, hyper)
 
 
 def minibatch_epoch(theta, velocity, sizes, activation, X, y, order, batch_size, hyper, work, loss_sum):
@@ -286,14 +328,10 @@ def minibatch_epoch(theta, velocity, sizes, activation, X, y, order, batch_size,
         ``loss_sum[0] +=`` each sample's loss, before the update of its step.
     """
     layout.batch_starts(order.shape[0], batch_size)  # checks batch_size as the other backends do
-    if not is_plain(hyper):
-        optimizer_epoch(theta, velocity, sizes, activation, X, y, order, batch_size, tuple(hyper), work, loss_sum)
-        return
-    lr = hyper[0]
     index_bytes = 4 * min(batch_size, order.shape[0]) * X.shape[1]
     max_density = SPARSE_MAX_DENSITY if index_bytes <= SPARSE_MAX_INDEX_BYTES else -1.0
-    minibatch_epoch_variant(theta, sizes, activation, X, y, order, batch_size, lr, work, loss_sum,
-                            parallel_threads(), max_density)
+    minibatch_epoch_variant(theta, velocity, sizes, activation, X, y, order, batch_size, tuple(hyper), work,
+                            loss_sum, parallel_threads(), max_density)
 
 
 def parallel_threads():
@@ -308,7 +346,7 @@ def parallel_threads():
 
 
 @jit_parallel
-def minibatch_epoch_variant(theta, sizes, activation, X, y, order, batch_size, lr, work, loss_sum,
+def minibatch_epoch_variant(theta, velocity, sizes, activation, X, y, order, batch_size, hyper, work, loss_sum,
                             threads, max_density):
     """:func:`minibatch_epoch` on ``threads`` threads, sparse when the input density is at most
     ``max_density`` (-1: never; 2: always); ``bench/test_minibatch_ablation.py`` compares them.
@@ -316,10 +354,15 @@ def minibatch_epoch_variant(theta, sizes, activation, X, y, order, batch_size, l
     """
     n0 = sizes[0]
     n1 = sizes[1]
+    plain = hyper[1] == 0.0 and hyper[3] == 0.0
     W1 = theta[:n1 * n0].reshape((n1, n0))
     density = input_density(X)
     sparse = density <= max_density
     W1T = np.ascontiguousarray(W1.T) if sparse else np.empty((0, n1), theta.dtype)
+    with_velocity = sparse and not plain
+    V1 = velocity[:n1 * n0].reshape((n1, n0)) if with_velocity else np.empty((0, n0), theta.dtype)
+    V1T = np.ascontiguousarray(V1.T) if with_velocity else np.empty((0, n1), theta.dtype)
+    G1T = np.empty((n0 if with_velocity else 0, n1), theta.dtype)  # the sparse first layer's gradient
     rows_per_step = min(batch_size, order.shape[0])
     features = np.empty((rows_per_step if sparse else 0, n0), np.int32)
     counts = np.empty(rows_per_step, np.int64)
@@ -331,17 +374,20 @@ def minibatch_epoch_variant(theta, sizes, activation, X, y, order, batch_size, l
         n_chunks = threads if n * n0 * n1 * (density if sparse else 1.0) >= PARALLEL_MIN_WORK else 1
         if n_chunks == 1:
             _rows_pass(theta, sizes, activation, X, y, rows, W1T, features, counts, work, losses, 0, n)
-            _update_pass(theta, sizes, X, rows, W1T, features, counts, work, lr, 0, 1)
+            _update_pass(theta, velocity, sizes, X, rows, W1T, V1T, G1T, features, counts, work, hyper, 0, 1)
         else:
             for t in prange(n_chunks):
                 r0, r1 = chunk(n, t, n_chunks, 4)
                 _rows_pass(theta, sizes, activation, X, y, rows, W1T, features, counts, work, losses, r0, r1)
             for t in prange(n_chunks):
-                _update_pass(theta, sizes, X, rows, W1T, features, counts, work, lr, t, n_chunks)
+                _update_pass(theta, velocity, sizes, X, rows, W1T, V1T, G1T, features, counts, work, hyper, t,
+                             n_chunks)
         for r in range(n):
             total += losses[r]
     if sparse:
         W1[:] = W1T.T
+    if with_velocity:
+        V1[:] = V1T.T
     loss_sum[0] += total
 
 

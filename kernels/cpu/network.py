@@ -12,7 +12,6 @@ from kernels.activations import IDENTITY
 from kernels.cpu._jit import jit
 from kernels.cpu.linear import gemm_nt, input_gradient, weight_gradient
 from kernels.cpu.scalar import activate_scalar, derivative_scalar
-from kernels.cpu.sgd import optimizer_update
 from kernels.cpu.softmax import row_log_sum_exp, softmax, softmax_cross_entropy_backward
 
 #: Rows of ``X`` (spread evenly over it) whose inputs :func:`minibatch_epoch` and :func:`sgd_epoch` sample to
@@ -183,34 +182,6 @@ def nonzero_union(x, x_prev, indices):
         indices[count] = k
         count += (x[k] != 0) | (x_prev[k] != 0)
     return count
-
-
-@jit
-def optimizer_epoch(theta, velocity, sizes, activation, X, y, order, batch_size, hyper, work, loss_sum):
-    """SGD over ``order`` with momentum and weight decay, one step per ``batch_size`` samples (1: per-sample):
-    the unfused steps of the reference (gather, :func:`mlp_forward`, :func:`mlp_backward`,
-    :func:`kernels.cpu.sgd.optimizer_update`), compiled as one loop."""
-    n0 = sizes[0]
-    n_params = 0
-    for l in range(sizes.shape[0] - 1):
-        n_params += sizes[l + 1] * sizes[l] + sizes[l + 1]
-    total = 0.0
-    for start in range(0, order.shape[0], batch_size):
-        rows = order[start:min(start + batch_size, order.shape[0])]
-        n = rows.shape[0]
-        _, _, a_off, _, n_acts = offsets(sizes, n)
-        inputs = work[2 * n_acts + n_params:2 * n_acts + n_params + n * n0].reshape((n, n0))
-        labels = np.empty(n, np.int64)
-        for i in range(n):
-            inputs[i] = X[rows[i]]
-            labels[i] = y[rows[i]]
-        acts = work[:n_acts]
-        mlp_forward(theta, sizes, activation, inputs, acts)
-        total += logits_loss_sum(acts, sizes, a_off, labels, n)
-        grad = work[2 * n_acts:2 * n_acts + n_params]
-        mlp_backward(theta, sizes, activation, inputs, labels, acts, work[n_acts:2 * n_acts], grad)
-        optimizer_update(theta, velocity, grad, sizes, hyper)
-    loss_sum[0] += total
 
 
 @jit

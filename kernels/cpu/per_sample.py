@@ -10,7 +10,8 @@ import numpy as np
 from kernels.activations import IDENTITY
 from kernels.cpu._jit import jit
 from kernels.cpu.linear import axpy, gemv
-from kernels.cpu.network import input_density, nonzero_union, offsets, optimizer_epoch
+from kernels.cpu.network import input_density, nonzero_union, offsets
+from kernels.cpu.per_sample_momentum import sgd_epoch_momentum
 from kernels.cpu.scalar import activate_scalar, derivative_scalar
 from kernels.cpu.softmax import row_loss_and_gradient
 
@@ -78,7 +79,8 @@ def sgd_epoch(theta, velocity, sizes, activation, X, y, order, hyper, work, loss
     * each deeper layer backpropagates its delta and updates its weights in one
       pass over ``W_l``, skipping the rows whose delta is zero (inactive ReLU units).
 
-    ``bench/test_sgd_epoch_ablation.py`` measures each saving.
+    ``bench/test_sgd_epoch_ablation.py`` measures each saving. With momentum or
+    weight decay the epoch is :func:`kernels.cpu.per_sample_momentum.sgd_epoch_momentum`.
 
     Parameters
     ----------
@@ -87,10 +89,10 @@ def sgd_epoch(theta, velocity, sizes, activation, X, y, order, hyper, work, loss
     loss_sum : ndarray of float64, shape (1,)
         ``loss_sum[0] +=`` the sum of each sample's loss, before its update.
     """
-    if hyper[1] != 0.0 or hyper[3] != 0.0:  # momentum or weight decay
-        optimizer_epoch(theta, velocity, sizes, activation, X, y, order, 1, hyper, work, loss_sum)
-        return
     skip_zero_features = input_density(X) <= SGD_MAX_DENSITY
+    if hyper[1] != 0.0 or hyper[3] != 0.0:  # momentum or weight decay
+        sgd_epoch_momentum(theta, velocity, sizes, activation, X, y, order, hyper, work, loss_sum, skip_zero_features)
+        return
     sgd_epoch_variant(theta, sizes, activation, X, y, order, hyper[0], work, loss_sum, True, skip_zero_features,
                       True)
 
