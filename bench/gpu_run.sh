@@ -41,5 +41,5 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
   timeout 240 "$PYTHON" -m pytest bench/test_training.py bench/test_wide.py -q -p no:cacheprovider -k "cuda" \
     --benchmark-only --benchmark-group-by=group --benchmark-json="$OUT/gpu.json"
   echo "bench rc=$?"
-  "$PYTHON" bench/report.py "$OUT/gpu.json" --baseline torch-cuda
+  "$PYTHON" bench/report.py "$OUT/gpu.json"
 } 2>&1 | tee "$OUT/gpu_run.log"

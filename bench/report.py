@@ -1,13 +1,22 @@
-"""Read pytest-benchmark JSON and print, per group, each entry's median, throughput and speed-up.
+"""Read pytest-benchmark JSON and print, per group, each entry's median, spread, throughput and ratios.
 
-    python bench/report.py RESULTS.json [--baseline torch-cpu] [--plots DIR]
+    python bench/report.py RESULTS.json [--group REGEX] [--plots DIR]
 
-pytest-benchmark itself has no baseline column, no custom units and no
-per-group plots; this adds the three. The throughput is in samples/s for the
-training groups, GFLOP/s for the op groups (from each benchmark's
-``extra_info``); the speed-up is the baseline's median over the entry's median,
-with the baseline named by ``--baseline`` (``numpy`` where a group lacks it).
-With matplotlib installed, ``--plots DIR`` writes one PNG bar chart per group.
+Columns, per group:
+
+* **median** and **IQR** (interquartile range) of the rounds;
+* **throughput**: samples/s for training, GFLOP/s for products, Gelem/s for
+  per-element ops (from each benchmark's ``extra_info``); in the wide-net groups
+  also the share of NumPy's sgemm rate measured in the same run (the best of
+  the ``sgemm numpy`` group);
+* **× reference**: the NumPy reference's median over the entry's (the
+  reference is written for readability, not tuned);
+* **× <peer>**: the fastest peer's median over the entry's, the peer named in
+  the header; in groups that mark a baseline instead (an optimiser setting,
+  scikit-learn's estimator), the baseline's.
+
+Ratios are of one run's medians, printed to two significant figures. With
+matplotlib installed, ``--plots DIR`` writes one bar chart per group.
 """
 
 import argparse
@@ -16,10 +25,13 @@ import pathlib
 import re
 import sys
 
-LABEL_PARAMS = ("backend", "variant", "cache")
+LABEL_PARAMS = ("backend", "variant", "estimator")
 
 
 def label_of(bench):
+    info = bench.get("extra_info") or {}
+    if "label" in info:
+        return str(info["label"])
     params = bench.get("params") or {}
     for key in LABEL_PARAMS:
         if key in params:
@@ -33,6 +45,8 @@ def throughput(bench, median):
         return info["items"] / median, "samples/s"
     if "flops" in info:
         return info["flops"] / median / 1e9, "GFLOP/s"
+    if "elements" in info:
+        return info["elements"] / median / 1e9, "Gelem/s"
     return None, ""
 
 
@@ -44,17 +58,40 @@ def load_groups(path):
     return data, groups
 
 
-def rows_of(benches, baseline):
-    medians = {label_of(b): b["stats"]["median"] for b in benches}
-    base_label = baseline if baseline in medians else ("numpy" if "numpy" in medians else None)
+def sgemm_rate(groups):
+    """NumPy's best sgemm rate in this run (GFLOP/s), or None."""
+    rates = [throughput(b, b["stats"]["median"])[0] for b in groups.get("sgemm numpy", [])]
+    return max(rates) if rates else None
+
+
+def comparison_of(benches):
+    """``(label, median)`` of the entry each row is compared with: the marked baseline, else the fastest peer."""
+    marked = [b for b in benches if (b.get("extra_info") or {}).get("baseline")]
+    candidates = marked or [b for b in benches if (b.get("extra_info") or {}).get("peer")]
+    if not candidates:
+        return None, None
+    best = min(candidates, key=lambda b: b["stats"]["median"])
+    return label_of(best), best["stats"]["median"]
+
+
+def ratio(value):
+    return f"{value:.2g}" if value < 10 else f"{value:.0f}"
+
+
+def rows_of(benches, sgemm=None):
+    """Rows ``(label, median, iqr, throughput text, × reference, × comparison)``, fastest first."""
+    reference = [b["stats"]["median"] for b in benches if label_of(b) == "numpy"]
+    _, compared = comparison_of(benches)
     rows = []
     for bench in sorted(benches, key=lambda b: b["stats"]["median"]):
-        label = label_of(bench)
         median = bench["stats"]["median"]
         rate, unit = throughput(bench, median)
-        speedup = medians[base_label] / median if base_label else None
-        rows.append((label, median, rate, unit, speedup))
-    return rows, base_label
+        rate_text = f"{rate:,.4g} {unit}" if rate is not None else ""
+        if sgemm and unit == "GFLOP/s" and bench.get("group", "").startswith("wide"):
+            rate_text += f" ({100 * rate / sgemm:.0f}% of sgemm)"
+        rows.append((label_of(bench), median, bench["stats"]["iqr"], rate_text,
+                     reference[0] / median if reference else None, compared / median if compared else None))
+    return rows
 
 
 def format_seconds(seconds):
@@ -64,21 +101,25 @@ def format_seconds(seconds):
     return f"{seconds / 1e-9:.3g} ns"
 
 
-def markdown(groups, baseline):
+def markdown(groups):
+    sgemm = sgemm_rate(groups)
     lines = []
+    if sgemm:
+        lines += [f"NumPy sgemm in this run: {sgemm:.4g} GFLOP/s (best of the `sgemm numpy` group)", ""]
     for group, benches in groups.items():
-        rows, base_label = rows_of(benches, baseline)
-        lines += [f"### {group}", "", f"| entry | median | throughput | × {base_label or '-'} |",
-                  "|---|---:|---:|---:|"]
-        for label, median, rate, unit, speedup in rows:
-            rate_text = f"{rate:,.4g} {unit}" if rate is not None else ""
-            speed_text = f"{speedup:.2f}" if speedup is not None else ""
-            lines.append(f"| {label} | {format_seconds(median)} | {rate_text} | {speed_text} |")
+        compared_label, _ = comparison_of(benches)
+        lines += [f"### {group}", "",
+                  f"| entry | median | IQR | throughput | × reference | × {compared_label or '-'} |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for label, median, iqr, rate_text, versus_reference, versus_compared in rows_of(benches, sgemm):
+            lines.append(f"| {label} | {format_seconds(median)} | {format_seconds(iqr)} | {rate_text} | "
+                         f"{ratio(versus_reference) if versus_reference else ''} | "
+                         f"{ratio(versus_compared) if versus_compared else ''} |")
         lines.append("")
     return "\n".join(lines)
 
 
-def plot(groups, baseline, directory):
+def plot(groups, directory):
     try:
         import matplotlib
 
@@ -91,16 +132,17 @@ def plot(groups, baseline, directory):
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for group, benches in groups.items():
-        rows, base_label = rows_of(benches, baseline)
+        compared_label, _ = comparison_of(benches)
+        rows = rows_of(benches)
         labels = [row[0] for row in rows]
-        values = [row[4] if base_label else 1 / row[1] for row in rows]
-        figure, axis = plt.subplots(figsize=(6, 0.5 + 0.4 * len(rows)))
-        axis.barh(labels, values, color=["tab:orange" if label == base_label else "tab:blue" for label in labels])
+        values = [row[5] if compared_label else 1 / row[1] for row in rows]
+        figure, axis = plt.subplots(figsize=(7, 0.5 + 0.4 * len(rows)))
+        axis.barh(labels, values, color=["tab:orange" if label == compared_label else "tab:blue" for label in labels])
         axis.invert_yaxis()
-        axis.set_xlabel(f"speed-up over {base_label} (median)" if base_label else "1 / median (1/s)")
+        axis.set_xlabel(f"speed-up over {compared_label} (median)" if compared_label else "1 / median (1/s)")
         axis.set_title(group, fontsize=10)
         for y, value in enumerate(values):
-            axis.text(value, y, f" {value:.3g}", va="center", fontsize=8)
+            axis.text(value, y, f" {value:.2g}", va="center", fontsize=8)
         figure.tight_layout()
         path = directory / (re.sub(r"[^A-Za-z0-9]+", "_", group).strip("_") + ".png")
         figure.savefig(path, dpi=100)
@@ -112,18 +154,17 @@ def plot(groups, baseline, directory):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("json", help="a file written by pytest --benchmark-json")
-    parser.add_argument("--baseline", default="torch-cpu", help="entry to compare against (default: torch-cpu)")
     parser.add_argument("--plots", metavar="DIR", help="write one PNG bar chart per group into DIR")
     parser.add_argument("--group", metavar="REGEX", help="only the groups matching this regular expression")
     args = parser.parse_args(argv)
     data, groups = load_groups(args.json)
     if args.group:
-        groups = {g: b for g, b in groups.items() if re.search(args.group, g)}
+        groups = {g: b for g, b in groups.items() if re.search(args.group, g) or g == "sgemm numpy"}
     machine = data.get("machine_info", {})
     print(f"# {args.json}: {machine.get('cpu', {}).get('brand_raw', '?')}, {data.get('datetime', '?')}\n")
-    print(markdown(groups, args.baseline))
+    print(markdown(groups))
     if args.plots:
-        for path in plot(groups, args.baseline, args.plots):
+        for path in plot(groups, args.plots):
             print(f"wrote {path}")
     return 0
 

@@ -1,7 +1,11 @@
 """Single ops on each backend: linear forward/backward, activations, softmax-cross-entropy, SGD update.
 
 Groups name the op and its shape. Each op is first checked against the NumPy
-reference on the same inputs, then timed (synchronised on a GPU).
+reference on the same inputs, then timed (synchronised on a GPU). The ``numpy``
+entry is that reference, written for readability (leaky ReLU through
+``np.where``, a batch-1 backward through full matrix products), not a tuned
+NumPy: ``bench/report.py`` calls its column "× reference". Products report
+GFLOP/s; per-element ops (activations, softmax, the SGD update) Gelem/s.
 """
 
 import numpy as np
@@ -32,7 +36,7 @@ class OpCall:
         return [self.backend.to_host(self.args[i]) for i in self.outputs]
 
 
-def run(benchmark, backend, group, op_name, args, outputs, flops, expected):
+def run(benchmark, backend, group, op_name, args, outputs, flops, expected, elements=None):
     require_backend(backend)
     call = OpCall(backend, op_name, args, outputs)
     call()  # compile, and check before timing
@@ -41,7 +45,10 @@ def run(benchmark, backend, group, op_name, args, outputs, flops, expected):
         np.testing.assert_allclose(got, want, rtol=2e-4, atol=5e-4)
     let_blas_threads_sleep()
     benchmark.group = group
-    benchmark.extra_info.update(flops=flops, unit="GFLOP/s")
+    if elements is None:
+        benchmark.extra_info.update(flops=flops, unit="GFLOP/s", label=backend)
+    else:
+        benchmark.extra_info.update(elements=elements, unit="Gelem/s", label=backend)
     benchmark(call)
 
 
@@ -82,13 +89,13 @@ def test_activation(benchmark, backend, activation, direction):
     reference.activation_forward(Z, code, A)
     if direction == "forward":
         run(benchmark, backend, f"{activation} forward (1024, {N_OUT})", "activation_forward",
-            [Z, code, np.empty_like(Z)], [2], Z.size, [A])
+            [Z, code, np.empty_like(Z)], [2], None, [A], elements=Z.size)
     else:
         (dA,) = arrays((1024, N_OUT), seed=1)
         dZ = np.empty_like(Z)
         reference.activation_backward(A, dA, code, dZ)
         run(benchmark, backend, f"{activation} backward (1024, {N_OUT})", "activation_backward",
-            [A, dA, code, np.empty_like(Z)], [3], 2 * Z.size, [dZ])
+            [A, dA, code, np.empty_like(Z)], [3], None, [dZ], elements=Z.size)
 
 
 @pytest.mark.parametrize("backend", library_backends())
@@ -99,7 +106,7 @@ def test_softmax_cross_entropy(benchmark, backend, batch):
     losses = np.empty(batch, np.float32)
     reference.cross_entropy(Z, y, losses)
     run(benchmark, backend, f"cross-entropy ({batch}, {N_CLASSES})", "cross_entropy",
-        [Z, y, np.empty_like(losses)], [2], 4 * Z.size, [losses])
+        [Z, y, np.empty_like(losses)], [2], None, [losses], elements=Z.size)
 
 
 @pytest.mark.parametrize("backend", library_backends())
@@ -110,7 +117,7 @@ def test_softmax_cross_entropy_backward(benchmark, backend, batch):
     dZ = np.empty_like(Z)
     reference.softmax_cross_entropy_backward(Z, y, dZ)
     run(benchmark, backend, f"softmax-cross-entropy backward ({batch}, {N_CLASSES})",
-        "softmax_cross_entropy_backward", [Z, y, np.empty_like(Z)], [2], 5 * Z.size, [dZ])
+        "softmax_cross_entropy_backward", [Z, y, np.empty_like(Z)], [2], None, [dZ], elements=Z.size)
 
 
 @pytest.mark.parametrize("backend", library_backends())
@@ -124,5 +131,5 @@ def test_sgd_update(benchmark, backend):
     call()
     np.testing.assert_allclose(call.results()[0], expected, rtol=1e-6, atol=1e-7)  # FMA or not
     benchmark.group = f"sgd update ({n_params} parameters)"
-    benchmark.extra_info.update(flops=2 * n_params, unit="GFLOP/s")
+    benchmark.extra_info.update(elements=n_params, unit="Gelem/s", label=backend)
     benchmark(call)

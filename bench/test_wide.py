@@ -16,16 +16,20 @@ from bench.conftest import (
     check_against_reference,
     library_backends,
     make_runner,
+    reference_epoch,
     require_backend,
+    time_entry,
 )
-from bench.peers import torch_devices
+from bench.peers import peer_names, torch_devices
 from model import MLP, load_mnist
 
 CPU_CASES = [([784, 1024, 1024, 10], 10_000, 256), ([784, 1024, 1024, 10], 10_000, 1024)]
 GPU_CASES = [([784, 1024, 1024, 10], 60_000, 1024), ([784, 1024, 1024, 10], 60_000, 8192),
              ([784, 4096, 4096, 10], 60_000, 8192)]
-CPU_ENTRIES = ["numpy", "cpu", "torch-cpu"]
-GPU_ENTRIES = ["cuda", "torch-cuda"]
+CPU_ENTRIES = ["numpy", "cpu", *peer_names(("cpu",))]
+GPU_ENTRIES = ["cuda", *peer_names(("cuda",), ("torch-eager", "torch-hand"))]
+#: Square products for NumPy's sgemm rate on this machine, measured in the same run as the wide nets.
+SGEMM_SIZES = [1024, 2048]
 
 
 def epoch_flops(sizes, n_samples):
@@ -53,9 +57,10 @@ def run_wide(benchmark, wide_data, backend, sizes, n_samples, batch_size, device
     params = MLP(sizes, backend="numpy", seed=0).params
     runner = make_runner(backend, params, X, y, order)
     check_against_reference(runner, params, X, y, order, batch_size, 2 * batch_size)
+    expected = reference_epoch(params, X, y, order, batch_size, ("wide", tuple(sizes), n_samples, batch_size))
     benchmark.group = f"wide {'-'.join(map(str, sizes))} {device} {n_samples // 1000}k batch {batch_size}"
-    benchmark.extra_info.update(flops=epoch_flops(sizes, n_samples), unit="GFLOP/s")
-    benchmark.pedantic(runner.epoch, args=(batch_size,), setup=runner.reset, rounds=3, iterations=1)
+    time_entry(benchmark, runner, backend, batch_size, 3, expected, params, (X, y),
+               flops=epoch_flops(sizes, n_samples), unit="GFLOP/s")
 
 
 @pytest.mark.parametrize("backend", CPU_ENTRIES)
@@ -71,3 +76,17 @@ def test_wide_gpu(benchmark, wide_data, backend, sizes, n_samples, batch_size):
     if "cuda" not in library_backends() or "cuda" not in torch_devices():
         pytest.skip("no GPU with numba-cuda and torch")
     run_wide(benchmark, wide_data, backend, sizes, n_samples, batch_size, "gpu")
+
+
+@pytest.mark.parametrize("size", SGEMM_SIZES)
+def test_numpy_sgemm(benchmark, size):
+    """NumPy's float32 matrix product (its BLAS, all its threads): the machine's product rate, for the ratio
+    ``bench/report.py`` prints beside the wide nets' rates."""
+    rng = np.random.default_rng(0)
+    A, B = (rng.standard_normal((size, size)).astype(np.float32) for _ in range(2))
+    C = np.empty((size, size), np.float32)
+    np.matmul(A, B, out=C)
+    np.testing.assert_allclose(C[:4, :4], A[:4].astype(np.float64) @ B[:, :4], rtol=1e-3, atol=1e-3)
+    benchmark.group = "sgemm numpy"
+    benchmark.extra_info.update(flops=2 * size ** 3, unit="GFLOP/s", label=f"numpy sgemm {size}³")
+    benchmark.pedantic(np.matmul, args=(A, B), kwargs={"out": C}, rounds=7, iterations=1)

@@ -2,6 +2,7 @@
 
 from model.backends import BACKENDS, get_backend
 from model.data import load_digits, load_mnist, train_validation_split
-from model.mlp import MLP, History
+from model.history import Epoch, History
+from model.mlp import MLP
 
-__all__ = ["BACKENDS", "MLP", "History", "get_backend", "load_digits", "load_mnist", "train_validation_split"]
+__all__ = ["BACKENDS", "MLP", "Epoch", "History", "get_backend", "load_digits", "load_mnist", "train_validation_split"]

@@ -36,7 +36,8 @@ def check_fits_dtype(name, array, dtype):
     """
     with np.errstate(over="ignore", invalid="ignore"):
         converted = np.asarray(array).astype(dtype)
-    if not np.isfinite(converted).all():
+    # min and max are NaN or infinite exactly when some value is: two passes, no temporary array.
+    if not (np.isfinite(converted.min()) and np.isfinite(converted.max())):
         if not np.isfinite(array).all():
             raise ValueError(f"{name} must hold finite numbers, got NaN or infinite values")
         raise ValueError(f"{name} holds values too large for {np.dtype(dtype).name}: largest magnitude "
@@ -125,7 +126,8 @@ def check_features(name, X, n_features, dtype):
     converted = np.ascontiguousarray(array, dtype=dtype)
     if not converted.flags.writeable:
         converted = converted.copy()
-    if not np.isfinite(converted).all():
+    # min and max are NaN or infinite exactly when some value is: two passes, no temporary array.
+    if not (np.isfinite(converted.min()) and np.isfinite(converted.max())):
         bad = int(np.count_nonzero(~np.isfinite(converted)))
         raise ValueError(f"{name} holds {bad} NaN or infinite values; all values must be finite")
     return converted

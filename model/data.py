@@ -140,3 +140,37 @@ def train_validation_split(X, y, validation_fraction=0.1, seed=0):
     order = np.random.default_rng(seed).permutation(n)
     validation, train = order[:n_validation], order[n_validation:]
     return X[train], y[train], X[validation], y[validation]
+
+
+def load_features(path, dtype="float32"):
+    """Samples to predict from a file: an ``.npy`` array or an IDX image file (raw or ``.gz``).
+
+    Each sample is flattened to a row. Pixels stored as ``uint8`` (every IDX
+    image file, and ``.npy`` files of raw pixels) are scaled from 0..255 to
+    [0, 1], as :func:`load_mnist` does; other numbers are taken as they are.
+
+    Returns
+    -------
+    ndarray of ``dtype``, shape (n, n_features)
+
+    Raises
+    ------
+    OSError
+        The file cannot be read.
+    ValueError
+        Neither a numeric ``.npy`` array with one sample per row nor an IDX image file.
+    """
+    if str(path).endswith(".npy"):
+        try:
+            array = np.load(path, allow_pickle=False)
+        except ValueError as error:  # a pickled object array, or not an .npy file at all
+            raise ValueError(f"{path}: not a numeric .npy array ({error})") from None
+        if array.dtype.kind not in "biuf" or array.ndim < 1:
+            raise ValueError(f"{path}: expected a numeric array of samples, got dtype {array.dtype} "
+                             f"and shape {array.shape}")
+    else:
+        array = read_idx(path, _IDX_IMAGES_MAGIC)
+    rows = array.reshape(array.shape[0], -1) if array.ndim > 1 else array.reshape(1, -1)
+    if array.dtype == np.uint8:
+        return np.ascontiguousarray(rows.astype(dtype) / np.asarray(255, dtype=dtype))
+    return np.ascontiguousarray(rows, dtype=dtype)

@@ -6,7 +6,6 @@ moves arrays, orders samples and keeps the bookkeeping.
 
 import contextlib
 import json
-import operator
 import os
 import signal
 import sys
@@ -14,8 +13,6 @@ import tempfile
 import threading
 import time
 import zipfile
-from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import numpy as np
 
@@ -23,68 +20,11 @@ from kernels import layout, optimizer
 from kernels.activations import ACTIVATIONS, LEAKY_RELU, RELU, activation_code
 from model import _checks, schedule
 from model.backends import get_backend, resolve_backend_name
+from model.history import History
 
 FORMAT_VERSION = 1
 #: Samples per call of the evaluation ops (bounds the scratch memory of predict/score).
 EVAL_BATCH = 1024
-
-
-class Epoch(NamedTuple):
-    """One epoch of a :class:`History`: ``history[i]``, or what iterating over it gives."""
-
-    epoch: int
-    train_loss: float
-    val_loss: float | None
-    val_accuracy: float | None
-    seconds: float
-    lr: float
-
-
-#: The per-epoch lists of a :class:`History`, in :class:`Epoch` order.
-METRICS = ("train_loss", "val_loss", "val_accuracy", "seconds", "lr")
-
-
-@dataclass
-class History:
-    """What ``fit`` measured, one entry per completed epoch.
-
-    ``history.train_loss`` (or ``history["train_loss"]``) is a metric's list over
-    the epochs; ``history[i]`` is epoch ``i`` as an :class:`Epoch` record, and
-    iterating gives the records in turn.
-    """
-
-    train_loss: list = field(default_factory=list)
-    val_loss: list = field(default_factory=list)
-    val_accuracy: list = field(default_factory=list)
-    seconds: list = field(default_factory=list)
-    #: The learning rate of each epoch.
-    lr: list = field(default_factory=list)
-    #: Epoch (1-based) whose weights the model holds after early stopping, else None.
-    best_epoch: int | None = None
-    stopped_early: bool = False
-    interrupted: bool = False
-
-    def __getitem__(self, key):
-        if isinstance(key, str):
-            if key not in METRICS:
-                raise KeyError(f"History has the metrics {METRICS}, not {key!r}")
-            return getattr(self, key)
-        if isinstance(key, slice):
-            return [self[i] for i in range(len(self))[key]]
-        try:
-            index = range(len(self))[operator.index(key)]
-        except TypeError:
-            raise TypeError(f"History indices are epoch numbers, slices or metric names, "
-                            f"not {type(key).__name__}") from None
-        except IndexError:
-            raise IndexError(f"History has {len(self)} epochs, no epoch index {key}") from None
-        return Epoch(index + 1, *(getattr(self, metric)[index] for metric in METRICS))
-
-    def __iter__(self):
-        return (self[i] for i in range(len(self)))
-
-    def __len__(self):
-        return len(self.train_loss)
 
 
 class _InterruptFlag:
@@ -486,6 +426,11 @@ class MLP:
         best = None
         stopping = schedule.Stopping(lr, lr_schedule, power_t, patience, tol)
         progress = _Progress(verbose, epochs, n)
+        fused_ops = ("sgd_epoch" if batch_size == 1 else "minibatch_epoch",
+                     *(("evaluate",) if validation_data is not None else ()))
+        if verbose and epochs and backend.ops.needs_compiling(self.dtype, fused_ops):
+            print(f"compiling {backend.name} kernels for {self.dtype.name}, first run only (some 15-30 s; "
+                  f"cached for later runs)", flush=True)
 
         # Divergence is detected from the loss below; the NumPy backend need not warn about it too.
         with _InterruptFlag() as interrupt, np.errstate(over="ignore", invalid="ignore"):

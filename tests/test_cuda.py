@@ -207,6 +207,24 @@ def test_cuda_fit_matches_cpu(batch_size, dtype):
 
 
 @simulated
+@pytest.mark.parametrize("batch_size", [1, 4], ids=["per-sample", "minibatch"])
+def test_cuda_fit_matches_torch_sgd(batch_size):
+    """Nesterov momentum with weight decay, float64, 10 samples (a short last batch), 3 epochs: torch's weights."""
+    from model import MLP
+    from tests.test_optimizer import torch_sgd
+
+    rng = np.random.default_rng(4)
+    X, y = rng.random((10, 6)), rng.integers(0, 3, 10)
+    net = MLP([6, 5, 3], activation="tanh", backend="cuda", dtype="float64", seed=2)
+    expected = torch_sgd(net.params, X, y, 0.05, batch_size, 3, 0.8, True, 0.01)
+    net.fit(X, y, epochs=3, lr=0.05, batch_size=batch_size, shuffle=False, momentum=0.8, nesterov=True,
+            weight_decay=0.01)
+    for (W, b), (W_ref, b_ref) in zip(net.params, expected):
+        np.testing.assert_allclose(W, W_ref, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(b, b_ref, rtol=1e-9, atol=1e-12)
+
+
+@simulated
 def test_cuda_model_api(tmp_path):
     from model import MLP
 

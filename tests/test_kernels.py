@@ -458,6 +458,39 @@ def test_minibatch_epoch_matches_steps(under_test, rng, dtype, sizes, activation
     check_trained(got, expected, dtype)
 
 
+@pytest.mark.parametrize("sizes", NETWORKS, ids=str)
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_minibatch_epoch_blas_path_matches_steps(rng, dtype, sizes, activation, optimizer):
+    """The BLAS path of the cpu minibatch epoch (large layers) against one reference step per batch."""
+    if SIMULATOR:
+        pytest.skip("a cpu kernel")
+    from kernels.cpu.minibatch_blas import minibatch_epoch_blas
+
+    sizes, theta, X, y, order = minibatch_epoch_case(rng, sizes, dtype, 9, 0.5)
+    code = ACTIVATIONS[activation]
+    expected = train_op(reference, "minibatch_epoch", theta, sizes, code, X, y, order, OPTIMIZERS[optimizer], 4)
+    got = [theta.copy(), initial_velocity(theta), np.zeros(1)]
+    minibatch_epoch_blas(got[0], got[1], sizes, code, X, y, order, 4, OPTIMIZERS[optimizer],
+                         poisoned(layout.workspace_size(sizes, 4), dtype), got[2])
+    check_trained(got, expected, dtype)
+
+
+def test_minibatch_epoch_takes_the_blas_path_for_large_products(rng, monkeypatch):
+    """``kernels.cpu.minibatch_epoch`` hands large steps to the BLAS path, small ones to the fused kernel."""
+    from kernels.cpu import minibatch, minibatch_blas
+
+    taken = []
+    monkeypatch.setattr(minibatch, "minibatch_epoch_blas", lambda *args: taken.append("blas"))
+    monkeypatch.setattr(minibatch, "minibatch_epoch_variant", lambda *args: taken.append("fused"))
+    monkeypatch.setattr(minibatch_blas, "BLAS_MIN_MULTIPLY_ADDS", 1000)
+    sizes, theta, X, y, order = minibatch_epoch_case(rng, [20, 10, 3], np.float64, 40, 1.0)
+    work = np.empty(layout.workspace_size(sizes, 40))
+    for batch_size in (2, 40):  # 2·(3·230 − 200) = 980 multiply-adds a step, then 19,600
+        minibatch.minibatch_epoch(theta, theta[:1], sizes, 1, X, y, order, batch_size, hyper(0.1), work, np.zeros(1))
+    assert taken == ["fused", "blas"]
+
+
 def test_minibatch_epoch_rejects_an_empty_batch_size(under_test, rng):
     sizes, theta, X, y, order = minibatch_epoch_case(rng, [5, 3], np.float64, 6, 1.0)
     with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):

@@ -398,3 +398,69 @@ def test_verbose_shows_progress_within_long_epochs(digits, capsys, monkeypatch):
     lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith("epoch 1/1") and line.endswith("%") for line in lines)
     assert lines[-1].startswith("epoch 1/1  train loss")
+
+
+def test_history_plot_draws_loss_and_accuracy(digits, tmp_path):
+    pytest.importorskip("matplotlib")
+    X, y, X_val, y_val = digits
+    history = MLP([64, 16, 10], backend="cpu", seed=0).fit(X, y, epochs=4, validation_data=(X_val, y_val),
+                                                           patience=2)
+    figure = history.plot(tmp_path / "curves.svg")
+    loss_axes, accuracy_axes = figure.axes
+    train, validation = loss_axes.get_lines()[:2]
+    np.testing.assert_array_equal(train.get_ydata(), history.train_loss)
+    np.testing.assert_array_equal(validation.get_ydata(), history.val_loss)
+    np.testing.assert_array_equal(accuracy_axes.get_lines()[0].get_ydata(), history.val_accuracy)
+    assert (tmp_path / "curves.svg").read_text().lstrip().startswith("<?xml")
+    no_validation = MLP([64, 8, 10], backend="cpu", seed=0).fit(X, y, epochs=2)
+    no_validation.plot(tmp_path / "train-only.png")
+    assert (tmp_path / "train-only.png").stat().st_size > 0
+
+
+def test_history_plot_errors(monkeypatch, tmp_path):
+    from model import History
+
+    with pytest.raises(ValueError, match="no epochs to plot"):
+        History().plot(tmp_path / "c.png")
+    history = History(train_loss=[1.0], val_loss=[None], val_accuracy=[None], seconds=[0.1], lr=[0.1])
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    with pytest.raises(ImportError, match=r"pip install 'numba-mlp\[plot\]'"):
+        history.plot(tmp_path / "c.png")
+    assert not (tmp_path / "c.png").exists()
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_verbose_fit_says_when_it_compiles(digits, monkeypatch, capsys, backend):
+    """The first fit of a dtype compiles for 15-30 s: a verbose fit says so before it starts, and only then."""
+    X, y, X_val, y_val = digits
+    net = MLP([64, 8, 10], backend=backend, seed=0)
+    net.fit(X[:50], y[:50], epochs=1, verbose=True)
+    capsys.readouterr()
+    net.fit(X[:50], y[:50], epochs=1, verbose=True)  # compiled by now, in memory
+    assert "compiling" not in capsys.readouterr().out
+    asked = []
+
+    def needs_compiling(dtype, ops):
+        asked.append((np.dtype(dtype), ops))
+        return True
+
+    monkeypatch.setattr(net._backend.ops, "needs_compiling", needs_compiling)
+    net.fit(X[:50], y[:50], epochs=1, batch_size=10, validation_data=(X_val, y_val), verbose=True)
+    out = capsys.readouterr().out
+    assert out.startswith(f"compiling {backend} kernels for float32, first run only")
+    assert asked == [(np.dtype(np.float32), ("minibatch_epoch", "evaluate"))]
+
+
+def test_cpu_kernels_know_whether_they_are_cached(tmp_path):
+    """An empty cache directory: the kernels need compiling; the in-process dispatcher knows once compiled."""
+    script = ("import kernels.cpu as k, kernels.numpy as n; "
+              "print(k.needs_compiling('float64', ('sgd_epoch',)), n.needs_compiling('float64', ('sgd_epoch',)))")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300,
+                            check=True)
+    assert result.stdout.split() == ["True", "False"]
+    import kernels.cpu
+
+    X, y = load_digits("float64")
+    MLP([64, 8, 10], backend="cpu", dtype="float64", seed=0).fit(X[:20], y[:20], epochs=1)
+    assert not kernels.cpu.needs_compiling("float64", ("sgd_epoch",))

@@ -13,8 +13,10 @@ from numba import get_num_threads, prange
 
 from kernels import layout
 from kernels.activations import IDENTITY
+from kernels.cpu import minibatch_blas
 from kernels.cpu._jit import jit, jit_parallel
 from kernels.cpu.linear import axpy, gemm_nt, gemm_rows, input_gradient
+from kernels.cpu.minibatch_blas import minibatch_epoch_blas
 from kernels.cpu.network import (
     bias_activation,
     bias_gradient,
@@ -328,6 +330,9 @@ def minibatch_epoch(theta, velocity, sizes, activation, X, y, order, batch_size,
         ``loss_sum[0] +=`` each sample's loss, before the update of its step.
     """
     layout.batch_starts(order.shape[0], batch_size)  # checks batch_size as the other backends do
+    if minibatch_blas.takes_blas_path(sizes, min(batch_size, order.shape[0])):
+        minibatch_epoch_blas(theta, velocity, sizes, activation, X, y, order, batch_size, hyper, work, loss_sum)
+        return
     index_bytes = 4 * min(batch_size, order.shape[0]) * X.shape[1]
     max_density = SPARSE_MAX_DENSITY if index_bytes <= SPARSE_MAX_INDEX_BYTES else -1.0
     minibatch_epoch_variant(theta, velocity, sizes, activation, X, y, order, batch_size, tuple(hyper), work,

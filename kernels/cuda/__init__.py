@@ -69,3 +69,14 @@ def require_gpu():
     if not is_available():
         raise RuntimeError(f"backend='cuda' found no usable CUDA GPU (numba.cuda.is_available() is False): "
                            f"{HOW_TO_GET_A_GPU}")
+
+
+def needs_compiling(dtype, ops):
+    """Whether running the fused ``ops`` (names among ``sgd_epoch``, ``minibatch_epoch``, ``evaluate``) in
+    ``dtype`` compiles their kernels first: the machine code is neither in memory nor in numba's disk cache."""
+    from kernels import compilation
+    from kernels.cuda import minibatch, per_sample, softmax
+
+    entry_points = {"sgd_epoch": per_sample.sgd_epoch_kernel, "minibatch_epoch": minibatch.minibatch_epoch_kernel,
+                    "evaluate": softmax.evaluate_rows}
+    return any(compilation.needs_compiling(entry_points[op], dtype) for op in ops)

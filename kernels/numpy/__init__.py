@@ -37,3 +37,8 @@ __all__ = [
     "softmax",
     "softmax_cross_entropy_backward",
 ]
+
+
+def needs_compiling(dtype, ops):
+    """NumPy compiles nothing."""
+    return False

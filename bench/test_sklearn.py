@@ -1,0 +1,55 @@
+"""``model.sklearn.MLPClassifier`` against scikit-learn's own: one epoch of 784-128-10 on 10,000 MNIST samples.
+
+Groups ``scikit-learn estimator mnist batch <B>``: both estimators take the
+same float32 data in the same order (``shuffle=False`` over the permuted
+samples), start from the same weights, and run one ``partial_fit`` epoch of
+plain SGD (``solver="sgd"``, ``momentum=0``, ``alpha=0``, constant rate), as a
+scikit-learn user calls it: input validation and label encoding included. Both
+are checked against the NumPy reference before and after timing. scikit-learn's
+products run on NumPy's BLAS with the threads of the cpu backend's kernel.
+"""
+
+import pytest
+
+from bench.conftest import (
+    N_SAMPLES,
+    PeerRunner,
+    check_against_reference,
+    reference_epoch,
+    require_backend,
+    time_entry,
+)
+from bench.peers import ScikitLearnSGD
+
+pytest.importorskip("sklearn")
+
+
+class NumbaMLPEstimator(ScikitLearnSGD):
+    """The same epoch through ``model.sklearn.MLPClassifier`` on the cpu backend."""
+
+    def make_estimator(self, **settings):
+        from model.sklearn import MLPClassifier
+
+        return MLPClassifier(backend="cpu", dtype="float32", **settings)
+
+    def reset(self):
+        if self.estimator is not None:
+            self.estimator.model_.set_params(self.params0)
+
+
+ESTIMATORS = {"model.sklearn.MLPClassifier (cpu)": NumbaMLPEstimator, "sklearn": ScikitLearnSGD}
+
+
+@pytest.mark.parametrize("batch_size", [128, 1024])
+@pytest.mark.parametrize("estimator", list(ESTIMATORS))
+def test_estimator_epoch(benchmark, datasets, initial_params, order, estimator, batch_size):
+    require_backend("cpu" if estimator.startswith("model.") else "sklearn")
+    X, y = datasets["mnist"]
+    runner = PeerRunner(ESTIMATORS[estimator](initial_params, X, y, order))
+    check_against_reference(runner, initial_params, X, y, order, batch_size, 3 * batch_size)
+    expected = reference_epoch(initial_params, X, y, order, batch_size, ("mnist", batch_size))
+    benchmark.group = f"scikit-learn estimator mnist batch {batch_size}"
+    time_entry(benchmark, runner, "cpu" if estimator.startswith("model.") else "sklearn", batch_size, 7,
+               expected, initial_params, (X, y), items=N_SAMPLES, unit="samples",
+               baseline=estimator == "sklearn")
+    benchmark.extra_info["label"] = estimator if estimator.startswith("model.") else "scikit-learn MLPClassifier"

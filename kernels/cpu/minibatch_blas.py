@@ -1,0 +1,110 @@
+"""The minibatch SGD epoch for large layers: products through NumPy's BLAS, everything else in ``@njit``.
+
+Reference: :func:`kernels.numpy.network.minibatch_epoch`. Where a step's
+matrix products are large (wide layers, large batches), they take nearly all of
+its time, and the fastest products on a CPU are an optimised BLAS's: packed
+panels, a register tile filling the vector units, blocking for each cache
+level, all the cores. NumPy ships one (OpenBLAS in its wheels), so this path
+costs no new dependency: each step is
+
+* the batch's rows gathered into the workspace, ``X_b`` (B, n_0);
+* per layer, ``Z_l = A_{l-1} W_lᵀ`` by ``np.matmul`` into the workspace, then
+  ``A_l = g(Z_l + b_l)`` by :func:`kernels.cpu.network.bias_activation`;
+* the loss and ``δ_L = (softmax(Z_L) − onehot(y)) / B`` row by row;
+* per layer, from the top, ``δ_{l-1} = (δ_l W_l) ⊙ g'(A_{l-1})`` and
+  ``∂W_l = δ_lᵀ A_{l-1}`` by ``np.matmul`` into the gradient area, ``∂b_l`` the
+  column sums of ``δ_l``;
+* the optimizer's step over all parameters (:func:`kernels.cpu.sgd.sgd_update`
+  or :func:`kernels.cpu.sgd.optimizer_update`).
+
+The element-wise kernels run on one thread: BLAS keeps its own threads, and a
+second parallel runtime beside them would fight over the cores (OpenBLAS's
+threads spin for a while after each call). :func:`kernels.cpu.minibatch.minibatch_epoch`
+chooses between this path and the fused one (:func:`takes_blas_path`).
+"""
+
+import numpy as np
+
+from kernels import layout
+from kernels.activations import IDENTITY
+from kernels.cpu._jit import jit
+from kernels.cpu.network import bias_activation, bias_gradient, offsets
+from kernels.cpu.scalar import derivative_scalar
+from kernels.cpu.sgd import optimizer_update, sgd_update
+from kernels.cpu.softmax import row_loss_and_gradient
+
+#: Multiply-adds of one step's products from which the BLAS path is taken: measured on this project's
+#: 2-core machine (``bench/test_minibatch_ablation.py``, group ``minibatch paths``), see bench/RESULTS.md.
+BLAS_MIN_MULTIPLY_ADDS = 1 << 28
+
+
+def step_multiply_adds(sizes, batch_size):
+    """Multiply-adds of one step's products: forward, weight gradients, input gradients below the first layer."""
+    weights = [int(n_in) * int(n_out) for n_in, n_out in zip(sizes[:-1], sizes[1:])]
+    return int(batch_size) * (3 * sum(weights) - weights[0])
+
+
+def takes_blas_path(sizes, batch_size):
+    """Whether a step of ``batch_size`` samples is large enough for the BLAS path to win."""
+    return step_multiply_adds(sizes, batch_size) >= BLAS_MIN_MULTIPLY_ADDS
+
+
+@jit
+def gather_rows(X, rows, out):
+    """``out[i] = X[rows[i]]``."""
+    for i in range(rows.shape[0]):
+        out[i] = X[rows[i]]
+
+
+@jit
+def loss_rows(logits, y, rows, deltas, losses):
+    """Each row's loss into ``losses``, and ``deltas = (softmax(logits) − onehot(y[rows])) / n``."""
+    n = logits.shape[0]
+    for r in range(n):
+        losses[r] = row_loss_and_gradient(logits[r], y[rows[r]], 1.0 / n, deltas[r])
+
+
+@jit
+def activation_derivative_mask(D, A, code):
+    """``D *= g'(A)`` element by element, with ``g'`` written in terms of ``A = g(Z)``."""
+    for r in range(D.shape[0]):
+        d = D[r]
+        a = A[r]
+        for k in range(D.shape[1]):
+            d[k] *= derivative_scalar(a[k], code)
+
+
+def minibatch_epoch_blas(theta, velocity, sizes, activation, X, y, order, batch_size, hyper, work, loss_sum):
+    """Minibatch SGD over ``order`` with the products in BLAS; the arguments of
+    :func:`kernels.cpu.minibatch.minibatch_epoch`, whose steps this takes."""
+    sizes = np.asarray(sizes, np.int64)
+    last = sizes.shape[0] - 2
+    plain = hyper[1] == 0.0 and hyper[3] == 0.0
+    total = 0.0
+    losses = np.empty(min(batch_size, order.shape[0]))
+    for start in layout.batch_starts(order.shape[0], batch_size):
+        rows = order[start:start + batch_size]
+        n = rows.shape[0]
+        w_off, b_off, a_off, _, _ = offsets(sizes, n)
+        acts, deltas, grad, inputs = layout.workspace_views(work, sizes, n)
+        gather_rows(X, rows, inputs)
+        A = [inputs] + [acts[a_off[l]:a_off[l] + n * sizes[l + 1]].reshape(n, sizes[l + 1]) for l in range(last + 1)]
+        D = [None] + [deltas[a_off[l]:a_off[l] + n * sizes[l + 1]].reshape(n, sizes[l + 1]) for l in range(last + 1)]
+        W = [theta[w_off[l]:b_off[l]].reshape(sizes[l + 1], sizes[l]) for l in range(last + 1)]
+        G = [grad[w_off[l]:b_off[l]].reshape(sizes[l + 1], sizes[l]) for l in range(last + 1)]
+        for l in range(last + 1):  # Z_l = A_{l-1} W_lᵀ, A_l = g(Z_l + b_l)
+            np.matmul(A[l], W[l].T, out=A[l + 1])
+            bias_activation(A[l + 1], theta[b_off[l]:b_off[l] + sizes[l + 1]], IDENTITY if l == last else activation)
+        loss_rows(A[last + 1], y, rows, D[last + 1], losses)
+        total += float(np.sum(losses[:n]))
+        for l in range(last, -1, -1):  # with the weights before the step
+            if l > 0:
+                np.matmul(D[l + 1], W[l], out=D[l])
+                activation_derivative_mask(D[l], A[l], activation)
+            np.matmul(D[l + 1].T, A[l], out=G[l])
+            bias_gradient(D[l + 1], grad[b_off[l]:b_off[l] + sizes[l + 1]])
+        if plain:
+            sgd_update(theta, grad, hyper[0])
+        else:
+            optimizer_update(theta, velocity, grad, sizes, hyper)
+    loss_sum[0] += total
