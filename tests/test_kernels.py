@@ -680,3 +680,28 @@ def test_lazy_momentum_catches_up_long_gaps(rng, dtype, optimizer):
         results.append(got)
     for lazy, every in zip(*results):
         np.testing.assert_allclose(lazy, every, **tolerance(dtype))
+
+
+@pytest.mark.parametrize("library", ["numpy's BLAS", "fallback"])
+@pytest.mark.parametrize("transpose_a", [False, True])
+@pytest.mark.parametrize("transpose_b", [False, True])
+@pytest.mark.parametrize("alpha, beta", [(1.0, 0.0), (-0.3, 1.0), (2.0, 0.5)])
+def test_blas_gemm(rng, dtype, monkeypatch, library, transpose_a, transpose_b, alpha, beta):
+    """``kernels.cpu.blas.gemm``: ``C = α op(A) op(B) + β C`` through NumPy's OpenBLAS, and without it."""
+    if SIMULATOR:
+        pytest.skip("a cpu kernel")
+    from kernels.cpu import blas
+
+    if library == "fallback":
+        monkeypatch.setattr(blas, "_GEMM", {})
+    elif blas.LIBRARY is None:
+        pytest.skip("this NumPy ships no scipy-openblas library")
+    M, N, K = 37, 29, 53
+    A = rng.standard_normal((K, M) if transpose_a else (M, K)).astype(dtype)
+    B = rng.standard_normal((N, K) if transpose_b else (K, N)).astype(dtype)
+    C0 = rng.standard_normal((M, N)).astype(dtype)
+    C = np.full((M, N), np.nan, dtype) if beta == 0.0 else C0.copy()  # β = 0 must not read C
+    blas.gemm(A, B, C, transpose_a, transpose_b, alpha, beta)
+    op_a = A.T if transpose_a else A
+    op_b = B.T if transpose_b else B
+    assert_sums_close(C, alpha * op_a.astype(np.longdouble), op_b, beta * C0.astype(np.longdouble))

@@ -1,0 +1,185 @@
+"""The experiments behind the cpu backend's thresholds, timed by alternation.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/sweeps.py [--rounds 9] [--only NAME]
+
+On a shared machine, two entries timed one after the other can come out 1.3×
+apart running the same code. :func:`alternate` times competing variants in
+turns instead (each round runs every variant once, the order rotating), and
+reports the median of each variant's ratio to the first *within* rounds, with
+its interquartile range. Experiments (``--only`` picks one):
+
+``per-sample-density``
+    The per-sample epoch (784-128-10, 2,000 samples) with and without skipping
+    zero features, on inputs with random zeros at densities 0.2-1.0: where
+    listing the non-zero features stops paying (``SGD_MAX_DENSITY``).
+``minibatch-density``
+    The fused minibatch epoch (batch 128, 10,000 samples) with the sparse and
+    the dense first layer at the same densities (``SPARSE_MAX_DENSITY``).
+``blas-spin``
+    A two-thread cpu minibatch epoch timed right after a NumPy (BLAS) call, and
+    0.3 s after one: what OpenBLAS's spinning threads cost a parallel numba
+    kernel that follows them (``bench.conftest.BLAS_SETTLE_SECONDS``).
+``paths``
+    The fused minibatch kernel against the BLAS path on 784-128-10 and
+    784-1024-1024-10 at several batch sizes (``BLAS_MIN_MULTIPLY_ADDS``).
+"""
+
+import argparse
+import time
+from functools import partial
+
+import numpy as np
+
+from kernels import layout
+from kernels.activations import RELU
+from kernels.cpu.minibatch import minibatch_epoch_variant, parallel_threads
+from kernels.cpu.minibatch_blas import minibatch_epoch_blas, step_multiply_adds
+from kernels.cpu.per_sample import sgd_epoch_variant
+from kernels.optimizer import hyper
+from model import MLP
+
+DENSITIES = (0.2, 0.3, 0.5, 0.7, 0.85, 1.0)
+
+
+def alternate(variants, rounds, pause=0.3):
+    """Time each ``variants[name]()`` once per round, in an order that rotates from round to round.
+
+    Returns ``{name: (median seconds, median ratio to the first variant, IQR of that ratio)}``; the ratios
+    are taken within rounds, so that a slow spell of the machine shifts both sides of each.
+    """
+    names = list(variants)
+    for function in variants.values():  # compile, warm the caches
+        function()
+    seconds = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            time.sleep(pause)
+            started = time.perf_counter()
+            variants[name]()
+            seconds[name].append(time.perf_counter() - started)
+    first = np.array(seconds[names[0]])
+    result = {}
+    for name in names:
+        ratios = np.array(seconds[name]) / first
+        result[name] = (float(np.median(seconds[name])), float(np.median(ratios)),
+                        float(np.subtract(*np.percentile(ratios, [75, 25]))))
+    return result
+
+
+def print_result(title, result):
+    print(f"\n{title}")
+    for name, (median, ratio, iqr) in result.items():
+        print(f"  {name:<40} {median * 1e3:8.1f} ms   × first {ratio:.2g} (IQR {iqr:.2g})")
+
+
+def random_zeros(n, density, seed=0):
+    """Inputs in [0, 1) with a ``1 - density`` share of exact zeros at random, and random labels."""
+    rng = np.random.default_rng(seed)
+    X = rng.random((n, 784)).astype(np.float32)
+    X[rng.random(X.shape) >= density] = 0
+    return X, rng.integers(0, 10, n)
+
+
+def net_start(sizes):
+    net = MLP(list(sizes), backend="cpu", seed=0)
+    return net._theta.copy(), layout.as_sizes(sizes)
+
+
+def per_sample_density(rounds):
+    theta0, sizes = net_start([784, 128, 10])
+    work = np.zeros(layout.workspace_size(sizes, 1), np.float32)
+    for density in DENSITIES:
+        X, y = random_zeros(2000, density)
+        order = np.arange(2000, dtype=np.int64)
+
+        variants = {name: partial(sgd_epoch_variant, theta0.copy(), sizes, RELU, X, y, order, 0.01, work,
+                                  np.zeros(1), True, skip, True)
+                    for name, skip in (("skip zero features", True), ("take every row", False))}
+        print_result(f"per-sample epoch, density {density}: skipping zero features", alternate(variants, rounds))
+
+
+def minibatch_density(rounds):
+    theta0, sizes = net_start([784, 128, 10])
+    work = np.zeros(layout.workspace_size(sizes, 128), np.float32)
+    for density in DENSITIES:
+        X, y = random_zeros(10_000, density)
+        order = np.arange(10_000, dtype=np.int64)
+
+        theta = theta0.copy()
+        variants = {name: partial(minibatch_epoch_variant, theta, theta[:1], sizes, RELU, X, y, order, 128,
+                                  hyper(0.01), work, np.zeros(1), parallel_threads(), max_density)
+                    for name, max_density in (("sparse first layer", 2.0), ("dense first layer", -1.0))}
+        print_result(f"minibatch epoch (batch 128), density {density}: first-layer path", alternate(variants, rounds))
+
+
+def blas_spin(rounds):
+    theta0, sizes = net_start([784, 128, 10])
+    X, y = random_zeros(10_000, 0.19)
+    order = np.arange(10_000, dtype=np.int64)
+    work = np.zeros(layout.workspace_size(sizes, 128), np.float32)
+    A = np.random.default_rng(1).random((512, 512)).astype(np.float32)
+    theta = theta0.copy()
+
+    def epoch():
+        minibatch_epoch_variant(theta, theta[:1], sizes, RELU, X, y, order, 128, hyper(0.01), work, np.zeros(1),
+                                parallel_threads(), 2.0)
+
+    def after_blas(wait):
+        def run():
+            A @ A  # wakes OpenBLAS's threads; they spin for a while once it returns
+            time.sleep(wait)
+            started = time.perf_counter()
+            epoch()
+            return time.perf_counter() - started
+        return run
+
+    # The timed part is the epoch alone: each variant returns its own time.
+    timings = {"epoch right after a BLAS call": [], "epoch 0.3 s after a BLAS call": []}
+    runs = {"epoch right after a BLAS call": after_blas(0.0), "epoch 0.3 s after a BLAS call": after_blas(0.3)}
+    for r in range(rounds):
+        for name in list(runs)[r % 2:] + list(runs)[:r % 2]:
+            time.sleep(0.3)
+            timings[name].append(runs[name]())
+    first = np.array(timings["epoch right after a BLAS call"])
+    print("\nBLAS spin: a two-thread minibatch epoch (batch 128) after a NumPy product")
+    for name, values in timings.items():
+        ratios = np.array(values) / first
+        print(f"  {name:<40} {np.median(values) * 1e3:8.1f} ms   × first {np.median(ratios):.2g} "
+              f"(IQR {np.subtract(*np.percentile(ratios, [75, 25])):.2g})")
+
+
+def paths(rounds):
+    X, y = random_zeros(10_000, 0.19)
+    order = np.random.default_rng(1).permutation(10_000).astype(np.int64)
+    for sizes, batch_sizes in (([784, 128, 10], (128, 256, 1024)), ([784, 1024, 1024, 10], (32, 64, 256))):
+        theta0, sizes = net_start(sizes)
+        for batch_size in batch_sizes:
+            work = np.zeros(layout.workspace_size(sizes, batch_size), np.float32)
+            theta = theta0.copy()
+            variants = {
+                "fused kernel": partial(minibatch_epoch_variant, theta, theta[:1], sizes, RELU, X, y, order,
+                                        batch_size, hyper(0.01), work, np.zeros(1), parallel_threads(), 0.25),
+                "BLAS path": partial(minibatch_epoch_blas, theta, theta[:1], sizes, RELU, X, y, order, batch_size,
+                                     hyper(0.01), work, np.zeros(1)),
+            }
+            print_result(f"{'-'.join(map(str, sizes))} batch {batch_size} "
+                         f"({step_multiply_adds(sizes, batch_size) / 2 ** 20:.0f}·2²⁰ multiply-adds a step)",
+                         alternate(variants, max(3, rounds // 3)))
+
+
+EXPERIMENTS = {"per-sample-density": per_sample_density, "minibatch-density": minibatch_density,
+               "blas-spin": blas_spin, "paths": paths}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--only", choices=list(EXPERIMENTS))
+    args = parser.parse_args(argv)
+    for name, experiment in EXPERIMENTS.items():
+        if args.only in (None, name):
+            experiment(args.rounds)
+
+
+if __name__ == "__main__":
+    main()
