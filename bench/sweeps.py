@@ -5,7 +5,7 @@
 On a shared machine, two entries timed one after the other can come out 1.3×
 apart running the same code. :func:`alternate` times competing variants in
 turns instead (each round runs every variant once, the order rotating), and
-reports the median of each variant's ratio to the first *within* rounds, with
+reports the median of each variant's time divided by the first's *within* rounds, with
 its interquartile range. Experiments (``--only`` picks one):
 
 ``per-sample-density``
@@ -69,7 +69,7 @@ def alternate(variants, rounds, pause=0.3):
 def print_result(title, result):
     print(f"\n{title}")
     for name, (median, ratio, iqr) in result.items():
-        print(f"  {name:<40} {median * 1e3:8.1f} ms   × first {ratio:.2g} (IQR {iqr:.2g})")
+        print(f"  {name:<40} {median * 1e3:8.1f} ms   time ÷ first {ratio:.2g} (IQR {iqr:.2g})")
 
 
 def random_zeros(n, density, seed=0):
@@ -144,7 +144,7 @@ def blas_spin(rounds):
     print("\nBLAS spin: a two-thread minibatch epoch (batch 128) after a NumPy product")
     for name, values in timings.items():
         ratios = np.array(values) / first
-        print(f"  {name:<40} {np.median(values) * 1e3:8.1f} ms   × first {np.median(ratios):.2g} "
+        print(f"  {name:<40} {np.median(values) * 1e3:8.1f} ms   time ÷ first {np.median(ratios):.2g} "
               f"(IQR {np.subtract(*np.percentile(ratios, [75, 25])):.2g})")
 
 

@@ -145,3 +145,37 @@ def test_split_of_pandas_frames_with_a_shuffled_index():
     X_train, y_train, X_val, y_val = train_validation_split(frame[["a", "b"]], frame["label"], 0.2, seed=3)
     np.testing.assert_array_equal(X_train[:, 0], y_train)
     np.testing.assert_array_equal(X_val[:, 0], y_val)
+
+
+def test_load_features_reads_npy_and_idx_images(tmp_path):
+    from model.data import load_features
+
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 28, 28)).astype(np.uint8)
+    np.save(tmp_path / "raw.npy", pixels)
+    write_idx(tmp_path / "images-idx3-ubyte.gz", pixels, compress=True)
+    (tmp_path / "images-idx3-ubyte.gz").rename(tmp_path / "images.gz")
+    for path in (tmp_path / "raw.npy", tmp_path / "images.gz"):
+        X = load_features(path)
+        assert X.shape == (4, 784) and X.dtype == np.float32 and X.flags.c_contiguous
+        np.testing.assert_array_equal(X, pixels.reshape(4, 784) / np.float32(255))  # as load_mnist scales
+    features = np.random.default_rng(1).random((3, 64))
+    np.save(tmp_path / "floats.npy", features)
+    np.testing.assert_array_equal(load_features(tmp_path / "floats.npy", "float64"), features)  # taken as they are
+    assert load_features(tmp_path / "floats.npy").shape == (3, 64)
+    np.save(tmp_path / "one.npy", features[0])
+    assert load_features(tmp_path / "one.npy").shape == (1, 64)  # a single sample
+
+
+@pytest.mark.parametrize("content, message", [
+    (np.array(["a"]), "expected a numeric array of samples"),
+    (np.array([{"a": 1}], dtype=object), "not a numeric .npy array"),
+])
+def test_load_features_refuses_what_is_not_samples(tmp_path, content, message):
+    from model.data import load_features
+
+    np.save(tmp_path / "x.npy", content, allow_pickle=True)
+    with pytest.raises(ValueError, match=message):
+        load_features(tmp_path / "x.npy")
+    (tmp_path / "labels").write_bytes(b"\x00\x00\x08\x01" + (3).to_bytes(4, "big") + b"\x01\x02\x03")
+    with pytest.raises(ValueError, match="magic number 2049, expected 2051"):
+        load_features(tmp_path / "labels")
