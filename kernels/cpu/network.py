@@ -10,7 +10,7 @@ import numpy as np
 
 from kernels.activations import IDENTITY
 from kernels.cpu._jit import jit
-from kernels.cpu.linear import gemm_nt, input_gradient, weight_gradient
+from kernels.cpu.linear import gemm_nt, gemv, input_gradient, weight_gradient
 from kernels.cpu.scalar import activate_scalar, derivative_scalar
 from kernels.cpu.softmax import row_log_sum_exp, softmax, softmax_cross_entropy_backward
 
@@ -54,6 +54,22 @@ def bias_activation(Z, b, code):
     for i in range(Z.shape[0]):
         for j in range(Z.shape[1]):
             Z[i, j] = activate_scalar(Z[i, j] + b[j], code)
+
+
+@jit
+def sample_forward_above_first(theta, sizes, activation, acts, w_off, b_off, a_off):
+    """One sample's layers 2..L from its first layer's activations ``acts[:n_1]``: ``a_l = g(W_l a_{l-1} + b_l)``,
+    the last without ``g`` (the logits), into ``acts`` at the batch-1 offsets ``a_off``."""
+    last = sizes.shape[0] - 2
+    for l in range(1, last + 1):
+        n_in = sizes[l]
+        n_out = sizes[l + 1]
+        out = acts[a_off[l]:a_off[l] + n_out]
+        gemv(theta[w_off[l]:b_off[l]].reshape((n_out, n_in)), acts[a_off[l - 1]:a_off[l]], out)
+        b = theta[b_off[l]:b_off[l] + n_out]
+        code = IDENTITY if l == last else activation
+        for j in range(n_out):
+            out[j] = activate_scalar(out[j] + b[j], code)
 
 
 @jit

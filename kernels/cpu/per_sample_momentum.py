@@ -27,8 +27,7 @@ import numpy as np
 
 from kernels.activations import IDENTITY
 from kernels.cpu._jit import jit
-from kernels.cpu.linear import gemv
-from kernels.cpu.network import nonzero_union, offsets
+from kernels.cpu.network import nonzero_union, offsets, sample_forward_above_first
 from kernels.cpu.scalar import activate_scalar, derivative_scalar
 from kernels.cpu.sgd import flush_velocity, optimizer_step
 from kernels.cpu.softmax import row_loss_and_gradient
@@ -213,15 +212,7 @@ def sgd_epoch_momentum(theta, velocity, sizes, activation, X, y, order, hyper, w
                     a1[j] += x[k] * W1T[k, j]
         for j in range(n1):
             a1[j] = activate_scalar(a1[j], code1)
-        for l in range(1, last + 1):
-            n_in = sizes[l]
-            n_out = sizes[l + 1]
-            out = acts[a_off[l]:a_off[l] + n_out]
-            gemv(theta[w_off[l]:b_off[l]].reshape((n_out, n_in)), acts[a_off[l - 1]:a_off[l]], out)
-            b = theta[b_off[l]:b_off[l] + n_out]
-            code = IDENTITY if l == last else activation
-            for j in range(n_out):
-                out[j] = activate_scalar(out[j] + b[j], code)
+        sample_forward_above_first(theta, sizes, activation, acts, w_off, b_off, a_off)
         n_classes = sizes[last + 1]
         total += row_loss_and_gradient(acts[a_off[last]:a_off[last] + n_classes], y[i], 1.0,
                                        deltas[a_off[last]:a_off[last] + n_classes])
