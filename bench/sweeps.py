@@ -85,31 +85,32 @@ def net_start(sizes):
     return net._theta.copy(), layout.as_sizes(sizes)
 
 
-def per_sample_density(rounds):
+def density_sweep(title, n_samples, batch_size, variants_of, rounds):
+    """For each density of :data:`DENSITIES`: ``variants_of(theta, sizes, X, y, order, work)`` timed by turns
+    on 784-128-10 with ``n_samples`` random-zero inputs."""
     theta0, sizes = net_start([784, 128, 10])
-    work = np.zeros(layout.workspace_size(sizes, 1), np.float32)
+    work = np.zeros(layout.workspace_size(sizes, batch_size), np.float32)
+    order = np.arange(n_samples, dtype=np.int64)
     for density in DENSITIES:
-        X, y = random_zeros(2000, density)
-        order = np.arange(2000, dtype=np.int64)
+        X, y = random_zeros(n_samples, density)
+        print_result(f"{title}, density {density}",
+                     alternate(variants_of(theta0.copy(), sizes, X, y, order, work), rounds))
 
-        variants = {name: partial(sgd_epoch_variant, theta0.copy(), sizes, RELU, X, y, order, 0.01, work,
-                                  np.zeros(1), True, skip, True)
-                    for name, skip in (("skip zero features", True), ("take every row", False))}
-        print_result(f"per-sample epoch, density {density}: skipping zero features", alternate(variants, rounds))
+
+def per_sample_density(rounds):
+    def variants_of(theta, sizes, X, y, order, work):
+        return {name: partial(sgd_epoch_variant, theta, sizes, RELU, X, y, order, 0.01, work, np.zeros(1), True,
+                              skip, True)
+                for name, skip in (("skip zero features", True), ("take every row", False))}
+    density_sweep("per-sample epoch: skipping zero features", 2000, 1, variants_of, rounds)
 
 
 def minibatch_density(rounds):
-    theta0, sizes = net_start([784, 128, 10])
-    work = np.zeros(layout.workspace_size(sizes, 128), np.float32)
-    for density in DENSITIES:
-        X, y = random_zeros(10_000, density)
-        order = np.arange(10_000, dtype=np.int64)
-
-        theta = theta0.copy()
-        variants = {name: partial(minibatch_epoch_variant, theta, theta[:1], sizes, RELU, X, y, order, 128,
-                                  hyper(0.01), work, np.zeros(1), parallel_threads(), max_density)
-                    for name, max_density in (("sparse first layer", 2.0), ("dense first layer", -1.0))}
-        print_result(f"minibatch epoch (batch 128), density {density}: first-layer path", alternate(variants, rounds))
+    def variants_of(theta, sizes, X, y, order, work):
+        return {name: partial(minibatch_epoch_variant, theta, theta[:1], sizes, RELU, X, y, order, 128,
+                              hyper(0.01), work, np.zeros(1), parallel_threads(), max_density)
+                for name, max_density in (("sparse first layer", 2.0), ("dense first layer", -1.0))}
+    density_sweep("minibatch epoch (batch 128): first-layer path", 10_000, 128, variants_of, rounds)
 
 
 def blas_spin(rounds):

@@ -42,21 +42,10 @@ from kernels.cuda._launch import (
 )
 from kernels.cuda.linear import FROM_P, FROM_Q, FROM_X, product_tile, tile_count, tile_count_device
 from kernels.cuda.linear import operand_device as address
-from kernels.cuda.network import host_sizes
+from kernels.cuda.network import host_sizes, layer_place
 from kernels.cuda.sgd import update_parameters
 
 if cuda is not None:
-
-    @cuda.jit(device=True, inline=True)
-    def layer_place(sizes, l):
-        """Where ``W_l`` and ``b_l`` start in ``theta``, and how many units the layers before ``l`` have
-        (l = 1..L)."""
-        w = 0
-        units = 0
-        for m in range(1, l):
-            w += sizes[m] * sizes[m - 1] + sizes[m]
-            units += sizes[m]
-        return w, w + sizes[l] * sizes[l - 1], units
 
     @cuda.jit(device=True, inline=True)
     def output_rows(work, logits_at, deltas_at, losses_at, n_classes, batch, y, rows, first, stride):

@@ -14,6 +14,20 @@ from kernels.cuda._launch import ACTIVATION_GRADIENT, BIAS_ACTIVATION, ROW_SUM, 
 from kernels.cuda.linear import matmul
 from kernels.cuda.softmax import GRADIENT, SOFTMAX, evaluate_logits, launch_rows
 
+if cuda is not None:
+
+    @cuda.jit(device=True, inline=True)
+    def layer_place(sizes, l):
+        """Where ``W_l`` and ``b_l`` start in ``theta``, and the units of the layers before ``l`` (layer ``l``'s
+        offset among a sample's activations), for l = 1..L; the fused epoch kernels' device arithmetic of
+        :mod:`kernels.layout`."""
+        w = 0
+        units = 0
+        for m in range(1, l):
+            w += sizes[m] * sizes[m - 1] + sizes[m]
+            units += sizes[m]
+        return w, w + sizes[l] * sizes[l - 1], units
+
 
 def host_sizes(sizes):
     """Layer sizes as the tuple of ints the kernels take."""

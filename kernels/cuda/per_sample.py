@@ -55,7 +55,7 @@ from kernels.cuda._launch import (
     kernel,
     launch,
 )
-from kernels.cuda.network import host_sizes
+from kernels.cuda.network import host_sizes, layer_place
 from kernels.cuda.sgd import optimizer_step
 
 GROUPS = EPOCH_THREADS // EPOCH_LANES  # rows a block computes at once in the forward pass
@@ -74,16 +74,6 @@ if cuda is not None:
         while span < n and span < EPOCH_THREADS:
             span *= 2
         return span
-
-    @cuda.jit(device=True, inline=True)
-    def layer_place(sizes, l):
-        """Where ``W_l`` and ``b_l`` start in ``theta`` and layer ``l``'s units in the activations (l = 1..L)."""
-        w = 0
-        a = 0
-        for m in range(1, l):
-            w += sizes[m] * sizes[m - 1] + sizes[m]
-            a += sizes[m]
-        return w, w + sizes[l] * sizes[l - 1], a
 
     @cuda.jit(device=True, inline=True)
     def step_parameter(theta, velocity, q, grad, hyper, decay, plain):
