@@ -76,6 +76,16 @@ if cuda is not None:
         return span
 
     @cuda.jit(device=True, inline=True)
+    def sum_of_shares(buffer, scratch, base, stride, index, valid, tid, n_slices, span):
+        """``Σ_s scratch[base + s * stride + index]`` over the slices' shares, summed in a fixed order by each
+        group of ``span`` threads (every thread of the group gets it; 0 where ``valid`` is false)."""
+        acc = 0.0
+        if valid:
+            for s in range(tid % span, n_slices, span):
+                acc += scratch[base + s * stride + index]
+        return group_sum(buffer, tid, acc, span)
+
+    @cuda.jit(device=True, inline=True)
     def step_parameter(theta, velocity, q, grad, hyper, decay, plain):
         """One optimizer step of ``theta[q]`` (and its velocity) with gradient ``grad``; returns the new value.
 
@@ -175,11 +185,7 @@ if cuda is not None:
             # 3. Every block: the logits (the shares summed in a fixed order), the loss and the output delta.
             for c0 in range(0, n_classes, EPOCH_THREADS // slice_span):
                 c = c0 + tid // slice_span
-                acc = 0.0
-                if c < n_classes:
-                    for s in range(tid % slice_span, n_slices, slice_span):
-                        acc += scratch[shares + s * n_classes + c]
-                logit = group_sum(buffer, tid, acc, slice_span)
+                logit = sum_of_shares(buffer, scratch, shares, n_classes, c, c < n_classes, tid, n_slices, slice_span)
                 if tid % slice_span == 0 and c < n_classes:
                     probs[c] = real(logit)
             cuda.syncthreads()
@@ -242,11 +248,7 @@ if cuda is not None:
                     r0, r1 = slice_range(n_in, s, n_slices)
                     for k0 in range(r0, r1, EPOCH_THREADS // slice_span):
                         k = k0 + tid // slice_span
-                        acc = 0.0
-                        if k < r1:
-                            for s2 in range(tid % slice_span, n_slices, slice_span):
-                                acc += scratch[back_shares + s2 * n_in + k]
-                        back = group_sum(buffer, tid, acc, slice_span)
+                        back = sum_of_shares(buffer, scratch, back_shares, n_in, k, k < r1, tid, n_slices, slice_span)
                         if tid % slice_span == 0 and k < r1:
                             d = real(back) * derivative_device(acts[a_in + k], code)
                             deltas[a_in + k] = d
