@@ -21,6 +21,7 @@ from bench.conftest import (
     time_entry,
 )
 from bench.peers import peer_names, torch_devices
+from kernels.cpu.minibatch_blas import step_multiply_adds
 from model import MLP, load_mnist
 
 CPU_CASES = [([784, 1024, 1024, 10], 10_000, 256), ([784, 1024, 1024, 10], 10_000, 1024)]
@@ -33,9 +34,9 @@ SGEMM_SIZES = [1024, 2048]
 
 
 def epoch_flops(sizes, n_samples):
-    """Floating-point operations of one epoch: 2 per multiply-add, forward, dW and dX (no dX for the inputs)."""
-    weights = [n_in * n_out for n_in, n_out in zip(sizes[:-1], sizes[1:])]
-    return 2 * n_samples * (3 * sum(weights) - weights[0])
+    """Floating-point operations of one epoch: 2 per multiply-add of the products (forward, dW, and dX below
+    the first layer), counted as the cpu backend counts a step's (:func:`step_multiply_adds`)."""
+    return 2 * step_multiply_adds(sizes, n_samples)
 
 
 @pytest.fixture(scope="module")
