@@ -23,7 +23,10 @@ from model import MLP, load_mnist
 from model.backends import get_backend
 
 SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
-MNIST_DIR = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+#: The real MNIST: ``../shared/data/mnist`` beside the checkout, or where ``NUMBA_MLP_MNIST_DIR`` says (a GPU
+#: machine gets a copy carried inside the tree, see ``bench/gpu_run.sh``).
+MNIST_DIR = pathlib.Path(os.environ.get("NUMBA_MLP_MNIST_DIR")
+                         or pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist")
 SIZES = [784, 128, 10]
 N_SAMPLES = 10_000
 LR = 0.01

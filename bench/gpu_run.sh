@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU, from the source tree, in one go (well under 8 minutes on an H200):
-#   1. the CUDA kernel and model tests on the real device (NUMBA_MLP_TEST_CUDA=1);
+#   1. the CUDA kernel and model tests on the real device (NUMBA_MLP_TEST_CUDA=1), over 8 processes;
 #   2. the GPU benchmarks: the cuda backend against torch CUDA, eager and hand-written (same initial
 #      weights, sample order and learning rate, times synchronised), per-sample, minibatch and wide-net
 #      epochs on MNIST (the dense-data groups are left to CPU runs, for time);
-# writing the log, JUnit XML and benchmark JSON under $OUT (default bench/out/gpu).
+#   3. bench/gpu_probe.py: the per-sample kernel against its number of slices, minibatch steps, launch cost;
+# writing the log, JUnit XML and benchmark JSON under $OUT (default bench/out/gpu). Each stage has its own
+# time limit, so that the whole stays under 8 minutes and a stage that hangs loses only its own results.
+# MNIST: ../shared does not travel to a GPU machine; copy it into .data/mnist (ignored) and carry .data.
 #   bash bench/gpu_run.sh
 #
 # numpy: numba-cuda 0.30 calls np.row_stack, which numpy 2.5 removed, at its first kernel compile. Where the
@@ -34,13 +37,29 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
   fi
   "$PYTHON" -c "import numba, numba_cuda, numpy; print('numba', numba.__version__, 'numba-cuda', numba_cuda.__version__, 'numpy', numpy.__version__)"
   "$PYTHON" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" || echo "torch: absent"
-  echo "== 1/2 CUDA kernel and model tests on the device"
-  NUMBA_MLP_TEST_CUDA=1 timeout 300 "$PYTHON" -m pytest tests/test_kernels.py tests/test_cuda.py -q -p no:cacheprovider \
-    --junitxml="$OUT/tests.xml"
+  if [ -z "${NUMBA_MLP_MNIST_DIR:-}" ] && [ -d .data/mnist ]; then
+    export NUMBA_MLP_MNIST_DIR=$PWD/.data/mnist  # ../shared does not travel to a GPU machine: a carried copy
+  fi
+  echo "MNIST: ${NUMBA_MLP_MNIST_DIR:-../shared/data/mnist (synthetic data of the same shape where absent)}"
+  # The tests are mostly compiling kernels (CPU-bound): spread them over processes where pytest-xdist is at hand.
+  parallel=()
+  if "$PYTHON" -c "import xdist" 2>/dev/null; then parallel=(-n 8); fi
+  echo "== 1/3 CUDA kernel and model tests on the device"
+  NUMBA_MLP_TEST_CUDA=1 timeout -k 10 200 "$PYTHON" -m pytest tests/test_kernels.py tests/test_cuda.py -q \
+    -p no:cacheprovider "${parallel[@]}" --junitxml="$OUT/tests.xml"
   echo "tests rc=$?"
-  echo "== 2/2 GPU benchmarks: cuda against torch CUDA"
-  timeout 240 "$PYTHON" -m pytest bench/test_training.py bench/test_wide.py -q -p no:cacheprovider -k "cuda and not dense" \
-    --benchmark-only --benchmark-group-by=group --benchmark-json="$OUT/gpu.json"
-  echo "bench rc=$?"
-  "$PYTHON" bench/report.py "$OUT/gpu.json"
+  echo "== 2/3 GPU benchmarks: cuda against torch CUDA (each file its own JSON, so a timeout loses one only)"
+  timeout -k 10 120 "$PYTHON" -m pytest bench/test_training.py -q -p no:cacheprovider -k "cuda and not dense" \
+    --benchmark-only --benchmark-group-by=group --benchmark-json="$OUT/gpu-training.json"
+  echo "bench training rc=$?"
+  timeout -k 10 90 "$PYTHON" -m pytest bench/test_wide.py -q -p no:cacheprovider -k "cuda" \
+    --benchmark-only --benchmark-group-by=group --benchmark-json="$OUT/gpu-wide.json"
+  echo "bench wide rc=$?"
+  for json in "$OUT"/gpu-training.json "$OUT"/gpu-wide.json; do
+    [ -s "$json" ] && "$PYTHON" bench/report.py "$json"
+  done
+  echo "== 3/3 probe: per-sample slices, minibatch steps, launch cost"
+  timeout -k 10 40 "$PYTHON" bench/gpu_probe.py
+  echo "probe rc=$?"
+  date -u
 } 2>&1 | tee "$OUT/gpu_run.log"

@@ -18,7 +18,10 @@ SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 #: The kernel tests target kernels.cuda on the simulator, or on a real GPU with NUMBA_MLP_TEST_CUDA=1
 #: (bench/gpu_run.sh); otherwise kernels.cpu.
 CUDA_UNDER_TEST = SIMULATOR or os.environ.get("NUMBA_MLP_TEST_CUDA") == "1"
-MNIST_DIR = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+#: The real MNIST: ``../shared/data/mnist`` beside the checkout, or where ``NUMBA_MLP_MNIST_DIR`` says (a GPU
+#: machine gets a copy carried inside the tree, see ``bench/gpu_run.sh``).
+MNIST_DIR = pathlib.Path(os.environ.get("NUMBA_MLP_MNIST_DIR")
+                         or pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist")
 
 #: Tolerances chosen per dtype: float64 results must agree to rounding error;
 #: float32 ones to what summing a few hundred float32 products in another order allows.
