@@ -54,7 +54,7 @@ def kernel_signatures(dtype, n_layers):
         "optimizer_update_kernel": (A1, A1, A1, sizes, hyper),
         "count_nonfinite_kernel": (A1, I1),
         "sgd_epoch_kernel": (A1, A1, sizes, integer, A2, I1, I1, hyper, A1, integer, F1),
-        "minibatch_epoch_kernel": (A1, A1, I1, integer, A2, I1, I1, integer, hyper, A1, F1),
+        "minibatch_epoch_kernel": (A1, A1, I1, integer, A2, I1, I1, integer, hyper, A1, A1, F1),
     }
 
 
@@ -170,6 +170,38 @@ def test_every_kernel_fits_its_block(cc, dtype, target_device, tmp_path):
             assert resources["registers"] * bound <= REGISTERS_PER_SM, table[-1]
             assert resources["spill_stores"] == resources["spill_loads"] == 0, f"{name} spills: {resources}"
     print("\n".join(table))
+
+
+@pytest.mark.parametrize("M, N, K", [(128, 128, 784), (128, 784, 128), (784, 128, 8192), (10, 128, 8192),
+                                     (8192, 128, 784), (1024, 1024, 8192), (7, 3, 5), (1, 1, 1), (300, 2, 33)])
+def test_split_k_covers_the_reduction_once(M, N, K):
+    """The minibatch kernel's split-K: splits of at least SPLIT_MIN_K (a multiple of TILE_K) that cover K once,
+    at most MAX_SPLITS, about SPLIT_ITEMS pieces; none where the product has tiles enough or K is shallow."""
+    from kernels.cuda._launch import MAX_SPLITS, SPLIT_ITEMS, SPLIT_MIN_K, TILE_K
+    from kernels.cuda.linear import partials_size, split_depth, split_scratch, tile_count
+
+    depth = split_depth(M, N, K)
+    splits = -(-K // depth)
+    tiles = tile_count(M, N)
+    assert (splits - 1) * depth < K <= splits * depth
+    if splits == 1:
+        assert depth == K and split_scratch(M, N, K) == 0
+        assert tiles >= SPLIT_ITEMS // 2 or K < 2 * SPLIT_MIN_K
+    else:
+        assert depth % TILE_K == 0 and depth >= SPLIT_MIN_K and splits <= MAX_SPLITS
+        assert tiles * splits <= SPLIT_ITEMS + tiles
+        assert split_scratch(M, N, K) == partials_size(M, N, splits) == splits * (M * N + M)
+
+
+@pytest.mark.skipif(SIMULATOR, reason="the GPU's constants")
+def test_split_k_where_a_real_gpu_measured_long_serial_products():
+    """The two products an H200 found slowest before split-K (bench/RESULTS.md): batch 128's first forward
+    product (4 tiles over K = 784) and batch 8192's first weight gradient (26 tiles over K = 8192)."""
+    from kernels.cuda.linear import split_depth
+
+    assert -(-784 // split_depth(128, 128, 784)) == 22
+    assert -(-8192 // split_depth(128, 784, 8192)) == 5
+    assert split_depth(8192, 128, 784) == 784  # 256 tiles: no split
 
 
 @pytest.mark.skipif(SIMULATOR, reason="checked in the normal process")

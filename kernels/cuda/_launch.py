@@ -33,6 +33,9 @@ if SIMULATED:
     EPOCH_THREADS = 4  # threads per block of the per-sample kernel (a power of two)
     EPOCH_LANES = 2  # threads that share one weight row in the per-sample kernel (a power of two)
     MAX_BLOCKS = 3  # grid-stride loops then loop several times
+    SPLIT_ITEMS = 4  # split-K (kernels.cuda.linear.split_depth): about this many (tile, split) pieces a product
+    SPLIT_MIN_K = 4  # the shallowest split
+    MAX_SPLITS = 8
 else:
     THREADS = 256
     ROW_THREADS = 32  # one warp per row
@@ -44,6 +47,13 @@ else:
     EPOCH_THREADS = 256
     EPOCH_LANES = 32  # one warp per weight row
     MAX_BLOCKS = 8192
+    # Split-K of the fused minibatch kernel's products (kernels.cuda.linear.split_depth): about one piece per
+    # multiprocessor of an H100/H200 (132), each at least 8 stages deep. Measured on an H200 before splitting
+    # (bench/RESULTS.md): a stage of 4 took ~0.8 µs, so the 196 stages of a lone 64 × 64 × 784 tile took
+    # most of a batch-128 step, and a weight gradient's 2048 stages at batch 8192 most of that step.
+    SPLIT_ITEMS = 128
+    SPLIT_MIN_K = 32
+    MAX_SPLITS = 64
 
 TILE = TILE_THREADS * TILE_OUTPUTS  # a product block computes a TILE × TILE tile of C
 TILE_PAD = TILE + 1  # padded shared-memory rows: no bank conflicts

@@ -35,9 +35,12 @@ from kernels.activations import IDENTITY
 from kernels.cuda._launch import (
     ACTIVATION_GRADIENT,
     BIAS_ACTIVATION,
+    MAX_SPLITS,
     PLAIN,
     ROW_SUM,
     SMALL_ROWS,
+    SPLIT_ITEMS,
+    SPLIT_MIN_K,
     THREADS,
     TILE,
     TILE_BLOCK,
@@ -62,8 +65,44 @@ def tile_count(M, N):
     return ((M + TILE - 1) // TILE) * ((N + TILE - 1) // TILE)
 
 
+def split_depth(M, N, K):
+    """The reduction depth of each split of an (M, N, K) product, a multiple of ``TILE_K``: split-K.
+
+    A product with few tiles and a deep reduction (the first layer's forward
+    product at batch 128: 4 tiles over K = 784; a weight gradient at batch 8192:
+    26 tiles over K = 8192) would keep a few multiprocessors busy through a long
+    serial loop. Its K is cut into splits, so that tiles × splits is about
+    ``SPLIT_ITEMS``, each split at least ``SPLIT_MIN_K`` deep, at most
+    ``MAX_SPLITS`` of them; each (tile, split) computes a partial tile, and the
+    partials are summed in split order afterwards (:func:`finish_split`), so the
+    result does not depend on which block ran what. A function of the shape
+    alone, never of the GPU: the same sums on every card. ``K`` itself (one
+    split) where splitting would not pay.
+    """
+    tiles = ((M + TILE - 1) // TILE) * ((N + TILE - 1) // TILE)  # tile_count, here for the device too
+    wanted = min(MAX_SPLITS, (SPLIT_ITEMS + tiles - 1) // tiles, K // SPLIT_MIN_K)
+    if wanted <= 1:
+        return K
+    depth = (K + wanted - 1) // wanted
+    return (depth + TILE_K - 1) // TILE_K * TILE_K
+
+
+def partials_size(M, N, splits):
+    """Scratch values the partials of an (M, N) product cut into ``splits`` take: a C and a row-sum vector
+    per split (none for one split)."""
+    return 0 if splits == 1 else splits * (M * N + M)
+
+
+def split_scratch(M, N, K):
+    """Scratch values the partials of an (M, N, K) product take (:func:`split_depth`)."""
+    depth = split_depth(M, N, K)
+    return partials_size(M, N, (K + depth - 1) // depth)
+
+
 if cuda is not None:
     tile_count_device = cuda.jit(device=True, inline=True)(tile_count)
+    split_depth_device = cuda.jit(device=True, inline=True)(split_depth)
+    partials_size_device = cuda.jit(device=True, inline=True)(partials_size)
 
 FROM_X, FROM_P, FROM_Q, FROM_R = 0, 1, 2, 3  # the buffer an operand lives in
 
@@ -132,7 +171,7 @@ if cuda is not None:
         return value
 
     @cuda.jit(device=True, inline=True)
-    def product_tile(X, P, Q, R, rows, a, b, c, vec, gate, shape, options, tile, sA, sB):
+    def product_tile(X, P, Q, R, rows, a, b, c, vec, gate, shape, options, tile, k_range, sA, sB):
         """Tile number ``tile`` of ``C = op(A) op(B)`` with the epilogue; every thread of the block calls it.
 
         ``a``, ``b``, ``c``, ``gate``, ``vec``: :func:`operand` addresses (a
@@ -143,8 +182,10 @@ if cuda is not None:
         ``gather`` the operand in ``X`` has its rows taken through ``rows``.
         ``vec`` is the bias (``BIAS_ACTIVATION``) or receives the row sums of
         ``op(A)`` (``ROW_SUM``); ``gate`` holds the activations whose
-        derivative multiplies C (``ACTIVATION_GRADIENT``). ``sA``, ``sB``: the
-        kernel's shared stages, (2, TILE_K, TILE_PAD) each.
+        derivative multiplies C (``ACTIVATION_GRADIENT``). ``k_range`` is
+        ``(k_begin, k_end)``: the reduction runs over that part of K only (a
+        split of :func:`split_depth`; ``(0, K)`` for the whole product).
+        ``sA``, ``sB``: the kernel's shared stages, (2, TILE_K, TILE_PAD) each.
         """
         acc = cuda.local.array((TILE_OUTPUTS, TILE_OUTPUTS), P.dtype)
         row_sum = cuda.local.array(TILE_OUTPUTS, P.dtype)
@@ -153,7 +194,8 @@ if cuda is not None:
         a_next = cuda.local.array(_LOADS, P.dtype)
         b_next = cuda.local.array(_LOADS, P.dtype)
         zero = P.dtype.type(0)
-        M, N, K = shape
+        M, N, _ = shape
+        k_begin, K = k_range  # the reduction's end stands for K below: nothing past it is read
         transpose_a, transpose_b, gather, epilogue, code = options
         ta = transpose_a != 0
         k_major_b = transpose_b == 0
@@ -171,12 +213,12 @@ if cuda is not None:
         # Stage 0, then for each stage: fetch the next into registers, multiply this one, store the next.
         for e in range(_LOADS):
             kk, oo = stage_place(ta, t + e * TILE_BLOCK)
-            sA[0, kk, oo] = stage_value(X, P, Q, R, rows, gather != 0, a, ta, kk, K, m0 + oo, M)
+            sA[0, kk, oo] = stage_value(X, P, Q, R, rows, gather != 0, a, ta, k_begin + kk, K, m0 + oo, M)
             kk, oo = stage_place(k_major_b, t + e * TILE_BLOCK)
-            sB[0, kk, oo] = stage_value(X, P, Q, R, rows, gather != 0, b, k_major_b, kk, K, n0 + oo, N)
+            sB[0, kk, oo] = stage_value(X, P, Q, R, rows, gather != 0, b, k_major_b, k_begin + kk, K, n0 + oo, N)
         cuda.syncthreads()
         stage = 0
-        for k0 in range(0, K, TILE_K):
+        for k0 in range(k_begin, K, TILE_K):
             k_next = k0 + TILE_K
             if k_next < K:
                 for e in range(_LOADS):
@@ -216,13 +258,45 @@ if cuda is not None:
                 if sums_rows:
                     store(P, Q, R, vec, 0, i, row_sum[r])
 
+    @cuda.jit(device=True, inline=True)
+    def finish_split(X, P, Q, R, rows, c, vec, gate, shape, options, parts_at, first, stride):
+        """C, and the row sums with ``ROW_SUM``, from the partials of a split product (:func:`split_depth`):
+        summed in split order, then the epilogue. The partials lie in ``R`` from ``parts_at``: a C per
+        split, (splits, M, N), then a row-sum vector per split, (splits, M). Elements ``first, first +
+        stride, ...``: the whole grid shares the work out.
+        """
+        M, N, K = shape
+        epilogue = options[3]
+        code = options[4]
+        depth = split_depth_device(M, N, K)
+        splits = (K + depth - 1) // depth
+        size = M * N
+        for idx in range(first, size, stride):
+            i = idx // N
+            j = idx - i * N
+            value = R[parts_at + idx]
+            for s in range(1, splits):
+                value += R[parts_at + s * size + idx]
+            if epilogue == BIAS_ACTIVATION:
+                value = activate_device(value + fetch(X, P, Q, R, rows, False, vec, 0, j), code)
+            elif epilogue == ACTIVATION_GRADIENT:
+                value *= derivative_device(fetch(X, P, Q, R, rows, False, gate, i, j), code)
+            store(P, Q, R, c, i, j, value)
+        if epilogue == ROW_SUM:
+            sums_at = parts_at + splits * size
+            for i in range(first, M, stride):
+                value = R[sums_at + i]
+                for s in range(1, splits):
+                    value += R[sums_at + s * M + i]
+                store(P, Q, R, vec, 0, i, value)
+
     @kernel(TILE_BLOCK)
     def matmul_tiled(X, P, Q, R, rows, a, b, c, vec, gate, shape, options):
         """``C = op(A) op(B)`` with the epilogue (see :func:`product_tile`), a grid-stride loop over tiles."""
         sA = cuda.shared.array((2, TILE_K, TILE_PAD), P.dtype)
         sB = cuda.shared.array((2, TILE_K, TILE_PAD), P.dtype)
         for tile in range(cuda.blockIdx.x, tile_count_device(shape[0], shape[1]), cuda.gridDim.x):
-            product_tile(X, P, Q, R, rows, a, b, c, vec, gate, shape, options, tile, sA, sB)
+            product_tile(X, P, Q, R, rows, a, b, c, vec, gate, shape, options, tile, (0, shape[2]), sA, sB)
 
     @kernel(THREADS)
     def matmul_small(A, B, C, transpose_a, transpose_b, epilogue, code, vec, gate):

@@ -13,6 +13,12 @@ parameters), separated by grid barriers, ``2L + 2`` per step for ``L`` layers:
    and ``δ_{l-1} = (δ_l W_l) · g'(A_{l-1})``, in the gradient area;
 4. the optimizer step of every parameter (:func:`kernels.cuda.sgd.update_parameters`).
 
+A product with few tiles and a deep reduction is cut along K
+(:func:`kernels.cuda.linear.split_depth`): its pieces write partial tiles to
+a scratch buffer and, after one more grid barrier, every block sums a share of
+the partials in split order and applies the epilogue
+(:func:`kernels.cuda.linear.finish_split`).
+
 Block 0 sums each step's per-row losses in a fixed order while the others go
 on: the result is the same on every run. Co-residency of the blocks is
 guaranteed by the cooperative launch, its grid at most what the driver fits.
@@ -28,7 +34,9 @@ from kernels.activations import IDENTITY
 from kernels.cuda._launch import (
     ACTIVATION_GRADIENT,
     BIAS_ACTIVATION,
+    PLAIN,
     ROW_SUM,
+    SPLIT_ITEMS,
     TILE_BLOCK,
     TILE_K,
     TILE_PAD,
@@ -40,10 +48,30 @@ from kernels.cuda._launch import (
     kernel,
     launch,
 )
-from kernels.cuda.linear import FROM_P, FROM_Q, FROM_X, product_tile, tile_count, tile_count_device
+from kernels.cuda.linear import (
+    FROM_P,
+    FROM_Q,
+    FROM_R,
+    FROM_X,
+    finish_split,
+    partials_size_device,
+    product_tile,
+    split_scratch,
+    tile_count,
+    tile_count_device,
+)
 from kernels.cuda.linear import operand_device as address
+from kernels.cuda.linear import split_depth_device as split_depth
 from kernels.cuda.network import host_sizes, layer_place
 from kernels.cuda.sgd import update_parameters
+
+# A phase's product descriptor (a row of int64 in shared memory): addresses of A, B, the partial or final C and
+# vector, the gate; then the final C and vector, the shape, the options, the split bookkeeping, and the
+# product's own epilogue (the options' is PLAIN or ROW_SUM for partial tiles).
+A, B, C, VEC, GATE, C_FINAL, VEC_FINAL, SHAPE = 0, 3, 6, 9, 12, 15, 18, 21
+OPTIONS = 24
+SPLITS, DEPTH, PIECES, PARTS, EPILOGUE_FINAL = 29, 30, 31, 32, 33
+FIELDS = 34
 
 if cuda is not None:
 
@@ -66,18 +94,97 @@ if cuda is not None:
                 p = math.exp(z[k] - shift)
                 work[deltas_at + i * n_classes + k] = ((p - 1.0) if k == label else p) / batch
 
+    @cuda.jit(device=True, inline=True)
+    def phase_product(sizes, n_layers, code, l, forward, second, batch, deltas_at, grad_at):
+        """The product of layer ``l`` a phase computes, as :func:`kernels.cuda.linear.product_tile` takes it:
+        ``(a, b, c, vec, gate, shape, options)``. Forward: ``A_l = g(A_{l-1} W_lᵀ + b_l)``; backward: ``dW_l =
+        δ_lᵀ A_{l-1}`` with ``db_l = Σ δ_l`` beside it, or, ``second``, ``δ_{l-1} = (δ_l W_l) · g'(A_{l-1})``."""
+        n_in = sizes[l - 1]
+        n_out = sizes[l]
+        w_at, b_at, units = layer_place(sizes, l)
+        acts_at = batch * units  # A_l in work; A_{l-1} is n_in units per sample before it
+        # The inputs of layer l: the batch's rows of X, or the previous layer's activations.
+        inputs = address(FROM_X, 0, 0) if l == 1 else address(FROM_Q, acts_at - batch * n_in, n_in)
+        if forward:
+            return (inputs, address(FROM_P, w_at, n_in), address(FROM_Q, acts_at, n_out), address(FROM_P, b_at, 0),
+                    inputs, (batch, n_out, n_in),
+                    (0, 1, int(l == 1), BIAS_ACTIVATION, IDENTITY if l == n_layers else code))
+        deltas = address(FROM_Q, deltas_at + acts_at, n_out)
+        if not second:
+            return (deltas, inputs, address(FROM_Q, grad_at + w_at, n_in), address(FROM_Q, grad_at + b_at, 0),
+                    inputs, (n_out, n_in, batch), (1, 0, int(l == 1), ROW_SUM, IDENTITY))
+        return (deltas, address(FROM_P, w_at, n_in), address(FROM_Q, deltas_at + acts_at - batch * n_in, n_in),
+                address(FROM_Q, grad_at + b_at, 0), inputs, (batch, n_in, n_out), (0, 0, 0, ACTIVATION_GRADIENT, code))
+
+    @cuda.jit(device=True, inline=True)
+    def describe(descriptors, which, sizes, n_layers, code, l, forward, batch, deltas_at, grad_at):
+        """Row ``which`` of the phase's descriptors (see the field offsets above): the product's operands,
+        shape and options, its splits of K and their depth, its pieces, and, split, where its partials go (the
+        second's after the first's in the scratch) with the operands of the partial tiles. No product (a
+        forward phase's second, the first layer's δ): no pieces."""
+        second = which == 1
+        if second and (forward or l == 1):
+            descriptors[which, PIECES] = 0
+            descriptors[which, SPLITS] = 1
+            return
+        a, b, c, vec, gate, shape, options = phase_product(sizes, n_layers, code, l, forward, second, batch,
+                                                           deltas_at, grad_at)
+        depth = split_depth(shape[0], shape[1], shape[2])
+        splits = (shape[2] + depth - 1) // depth
+        parts = 0
+        if second:
+            parts = partials_size_device(descriptors[0, SHAPE], descriptors[0, SHAPE + 1], descriptors[0, SPLITS])
+        descriptors[which, SPLITS] = splits
+        descriptors[which, DEPTH] = depth
+        descriptors[which, PIECES] = tile_count_device(shape[0], shape[1]) * splits
+        descriptors[which, PARTS] = parts
+        for f in range(3):
+            descriptors[which, A + f] = a[f]
+            descriptors[which, B + f] = b[f]
+            descriptors[which, GATE + f] = gate[f]
+            descriptors[which, SHAPE + f] = shape[f]
+            descriptors[which, C_FINAL + f] = c[f]
+            descriptors[which, VEC_FINAL + f] = vec[f]
+            descriptors[which, C + f] = c[f]
+            descriptors[which, VEC + f] = vec[f]
+        for f in range(5):
+            descriptors[which, OPTIONS + f] = options[f]
+        descriptors[which, EPILOGUE_FINAL] = options[3]
+        if splits > 1:  # partial tiles, (splits, M, N) then their row sums (splits, M), the epilogue left over
+            size = shape[0] * shape[1]
+            descriptors[which, C] = FROM_R
+            descriptors[which, C + 1] = parts
+            descriptors[which, C + 2] = shape[1]
+            descriptors[which, VEC] = FROM_R
+            descriptors[which, VEC + 1] = parts + splits * size
+            descriptors[which, VEC + 2] = 0
+            descriptors[which, OPTIONS + 3] = ROW_SUM if options[3] == ROW_SUM else PLAIN
+
+    @cuda.jit(device=True, inline=True)
+    def field(descriptors, which, at):
+        """The address (or shape) at ``at`` in descriptor ``which``."""
+        return descriptors[which, at], descriptors[which, at + 1], descriptors[which, at + 2]
+
+    @cuda.jit(device=True, inline=True)
+    def options_of(descriptors, which, final):
+        """The product's options; with ``final``, its own epilogue also where its pieces are partial tiles."""
+        return (descriptors[which, OPTIONS], descriptors[which, OPTIONS + 1], descriptors[which, OPTIONS + 2],
+                descriptors[which, EPILOGUE_FINAL if final else OPTIONS + 3], descriptors[which, OPTIONS + 4])
+
     @kernel(TILE_BLOCK, cooperative=True)
-    def minibatch_epoch_kernel(theta, velocity, sizes, code, X, y, order, batch_size, hyper, work, loss_sum):
+    def minibatch_epoch_kernel(theta, velocity, sizes, code, X, y, order, batch_size, hyper, work, scratch, loss_sum):
         """Minibatch SGD over ``order``, ``batch_size`` consecutive samples a step; see the module.
 
         The products address their operands in ``X`` (the data, its rows taken through
         the step's samples), ``theta`` and ``work`` (laid out as
         :func:`kernels.layout.workspace_views` for the step's batch: activations,
-        deltas, the gradient, then the rows' losses).
+        deltas, the gradient, then the rows' losses); a split product's partials go
+        to ``scratch`` (:func:`scratch_size` values).
         """
         sA = cuda.shared.array((2, TILE_K, TILE_PAD), theta.dtype)
         sB = cuda.shared.array((2, TILE_K, TILE_PAD), theta.dtype)
         buffer = cuda.shared.array(TILE_BLOCK, np.float64)
+        descriptors = cuda.shared.array((2, FIELDS), np.int64)
         tid = cuda.threadIdx.y * TILE_THREADS + cuda.threadIdx.x
         block = cuda.blockIdx.x
         blocks = cuda.gridDim.x
@@ -113,36 +220,43 @@ if cuda is not None:
                     continue
                 forward = phase < n_layers
                 l = phase + 1 if forward else 2 * n_layers + 1 - phase  # the layer: 1..L, then L..1
-                n_in = sizes[l - 1]
-                n_out = sizes[l]
-                w_at, b_at, units = layer_place(sizes, l)
-                acts_at = batch * units  # A_l in work; A_{l-1} is n_in units per sample before it
-                # The inputs of layer l: the batch's rows of X, or the previous layer's activations.
-                inputs = address(FROM_X, 0, 0) if l == 1 else address(FROM_Q, acts_at - batch * n_in, n_in)
-                first_tiles = tile_count_device(batch, n_out) if forward else tile_count_device(n_out, n_in)
-                second_tiles = 0 if forward or l == 1 else tile_count_device(batch, n_in)
-                for tile in range(block, first_tiles + second_tiles, blocks):
-                    if forward:  # A_l = g(A_{l-1} W_lᵀ + b_l)
-                        a, b, c = inputs, address(FROM_P, w_at, n_in), address(FROM_Q, acts_at, n_out)
-                        vec = address(FROM_P, b_at, 0)
-                        shape = (batch, n_out, n_in)
-                        options = (0, 1, int(l == 1), BIAS_ACTIVATION, IDENTITY if l == n_layers else code)
-                        index = tile
-                    elif tile < first_tiles:  # dW_l = δ_lᵀ A_{l-1}, db_l = Σ δ_l
-                        a, b, c = (address(FROM_Q, deltas_at + acts_at, n_out), inputs,
-                                   address(FROM_Q, grad_at + w_at, n_in))
-                        vec = address(FROM_Q, grad_at + b_at, 0)
-                        shape = (n_out, n_in, batch)
-                        options = (1, 0, int(l == 1), ROW_SUM, IDENTITY)
-                        index = tile
-                    else:  # δ_{l-1} = (δ_l W_l) · g'(A_{l-1})
-                        a, b, c = (address(FROM_Q, deltas_at + acts_at, n_out), address(FROM_P, w_at, n_in),
-                                   address(FROM_Q, deltas_at + acts_at - batch * n_in, n_in))
-                        vec = address(FROM_Q, grad_at + b_at, 0)
-                        shape = (batch, n_in, n_out)
-                        options = (0, 0, 0, ACTIVATION_GRADIENT, code)
-                        index = tile - first_tiles
-                    product_tile(X, theta, work, theta, rows, a, b, c, vec, inputs, shape, options, index, sA, sB)
+                # One product forward; backward dW_l, and δ_{l-1} below the first layer. Each is cut into pieces
+                # (tile, split of K); the pieces of both are shared out among the blocks. Thread 0 describes the
+                # products in shared memory and every thread reads what a piece needs from there: values
+                # computed before the loop and kept would cost registers the product has none to spare of.
+                cuda.syncthreads()  # the last phase's readers are done with the descriptors
+                if tid == 0:
+                    for which in range(2):
+                        describe(descriptors, which, sizes, n_layers, code, l, forward, batch, deltas_at, grad_at)
+                cuda.syncthreads()
+                piece = block
+                while piece < descriptors[0, PIECES] + descriptors[1, PIECES]:
+                    which = 1 if piece >= descriptors[0, PIECES] else 0
+                    index = piece - which * descriptors[0, PIECES]
+                    splits = descriptors[which, SPLITS]
+                    split = index % splits
+                    depth = descriptors[which, DEPTH]
+                    k_begin = split * depth
+                    k_end = min(descriptors[which, SHAPE + 2], k_begin + depth)
+                    # A split's partial tile and row sums follow the previous split's (split 0 of an unsplit
+                    # product: its own C and vector).
+                    m = descriptors[which, SHAPE]
+                    leading = descriptors[which, C + 2]
+                    c = (descriptors[which, C], descriptors[which, C + 1] + split * m * leading, leading)
+                    vec = (descriptors[which, VEC], descriptors[which, VEC + 1] + split * m, 0)
+                    product_tile(X, theta, work, scratch, rows, field(descriptors, which, A),
+                                 field(descriptors, which, B), c, vec, field(descriptors, which, GATE),
+                                 field(descriptors, which, SHAPE), options_of(descriptors, which, False),
+                                 index // splits, (k_begin, k_end), sA, sB)
+                    piece += blocks
+                if descriptors[0, SPLITS] > 1 or descriptors[1, SPLITS] > 1:
+                    grid_barrier()  # every partial written
+                    for which in range(2):
+                        if descriptors[which, SPLITS] > 1:
+                            finish_split(X, theta, work, scratch, rows, field(descriptors, which, C_FINAL),
+                                         field(descriptors, which, VEC_FINAL), field(descriptors, which, GATE),
+                                         field(descriptors, which, SHAPE), options_of(descriptors, which, True),
+                                         descriptors[which, PARTS], block * TILE_BLOCK + tid, blocks * TILE_BLOCK)
                 grid_barrier()
             # 4. The optimizer step of every parameter.
             update_parameters(theta, velocity, work[grad_at:grad_at + n_params], sizes, n_layers, hyper,
@@ -168,6 +282,30 @@ def device_sizes(sizes):
     return _DEVICE_SIZES[sizes]
 
 
+def scratch_size(sizes, batch):
+    """Values a step of ``batch`` samples needs for its split products' partials (the most any phase needs:
+    see :func:`kernels.cuda.linear.split_depth`)."""
+    most = 0
+    for n_in, n_out in zip(sizes, sizes[1:]):
+        most = max(most, split_scratch(batch, n_out, n_in))  # forward
+    for l, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
+        below = split_scratch(batch, n_in, n_out) if l > 0 else 0  # δ_{l-1}, below the first layer only
+        most = max(most, split_scratch(n_out, n_in, batch) + below)  # dW_l, db_l
+    return most
+
+
+_SCRATCH = {}
+
+
+def scratch_for(dtype, size):
+    """A device array of at least ``size`` values of ``dtype`` for the split products' partials: allocated at
+    a fit's first epoch call and kept (one per dtype, grown when a larger one is needed), never copied."""
+    dtype = np.dtype(dtype)
+    if dtype not in _SCRATCH or _SCRATCH[dtype].shape[0] < size:
+        _SCRATCH[dtype] = cuda.device_array(max(size, 1), dtype)
+    return _SCRATCH[dtype]
+
+
 def minibatch_epoch(theta, velocity, sizes, activation, X, y, order, batch_size, hyper, work, loss_sum):
     """Minibatch SGD over ``order``, one step per ``batch_size`` consecutive samples (the last may be short):
     one cooperative launch; see the module and the reference.
@@ -178,16 +316,20 @@ def minibatch_epoch(theta, velocity, sizes, activation, X, y, order, batch_size,
     """
     sizes = host_sizes(sizes)
     layout.batch_starts(order.shape[0], batch_size)  # checks batch_size as the other backends do
-    if order.shape[0] == 0:
+    n = order.shape[0]
+    if n == 0:
         return
-    batch_size = min(batch_size, order.shape[0])
+    batch_size = min(batch_size, n)
     if work.shape[0] < layout.workspace_size(sizes, batch_size):
         raise ValueError(f"work holds {work.shape[0]} values, a step of {batch_size} samples needs "
                          f"{layout.workspace_size(sizes, batch_size)}")
+    scratch = scratch_for(theta.dtype, max(scratch_size(sizes, batch) for batch in {batch_size, n % batch_size or
+                                                                                     batch_size}))
     args = (theta, velocity, device_sizes(sizes), activation, X, y, order, batch_size, tuple(float(h) for h in hyper),
-            work, loss_sum)
-    widest_product = max(max(tile_count(batch_size, n), tile_count(n, n_in)) for n_in, n in zip(sizes, sizes[1:]))
-    blocks = min(widest_product, co_resident_blocks(minibatch_epoch_kernel, TILE_BLOCK, args))
+            work, scratch, loss_sum)
+    widest_product = max(max(tile_count(batch_size, n_out), tile_count(n_out, n_in))
+                         for n_in, n_out in zip(sizes, sizes[1:]))
+    blocks = min(max(widest_product, SPLIT_ITEMS), co_resident_blocks(minibatch_epoch_kernel, TILE_BLOCK, args))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Grid size .* will likely result in GPU under-utilization")
         launch(minibatch_epoch_kernel, blocks, (TILE_THREADS, TILE_THREADS), *args)
