@@ -461,19 +461,25 @@ def test_minibatch_epoch_matches_steps(under_test, rng, dtype, sizes, activation
 @pytest.mark.parametrize("sizes", NETWORKS, ids=str)
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
-def test_minibatch_epoch_blas_path_matches_steps(rng, dtype, sizes, activation, optimizer):
-    """The BLAS path of the cpu minibatch epoch (large layers) against one reference step per batch."""
+@pytest.mark.parametrize("in_order", [False, True], ids=["shuffled", "in order"])
+def test_minibatch_epoch_blas_path_matches_steps(rng, dtype, sizes, activation, optimizer, in_order):
+    """The BLAS path of the cpu minibatch epoch (large layers) against one reference step per batch; samples in
+    order are read in place (the first batch, 0-3) or gathered (the others, 6 5 4 7 and 8, with ``in_order``)."""
     if SIMULATOR:
         pytest.skip("a cpu kernel")
     from kernels.cpu.minibatch_blas import minibatch_epoch_blas
 
     sizes, theta, X, y, order = minibatch_epoch_case(rng, sizes, dtype, 9, 0.5)
+    if in_order:
+        order = np.array([0, 1, 2, 3, 6, 5, 4, 7, 8], np.int64)
+    X_before = X.copy()
     code = ACTIVATIONS[activation]
     expected = train_op(reference, "minibatch_epoch", theta, sizes, code, X, y, order, OPTIMIZERS[optimizer], 4)
     got = [theta.copy(), initial_velocity(theta), np.zeros(1)]
     minibatch_epoch_blas(got[0], got[1], sizes, code, X, y, order, 4, OPTIMIZERS[optimizer],
                          poisoned(layout.workspace_size(sizes, 4), dtype), got[2])
     check_trained(got, expected, dtype)
+    np.testing.assert_array_equal(X, X_before)
 
 
 def test_minibatch_epoch_takes_the_blas_path_for_large_products(rng, monkeypatch):

@@ -7,7 +7,8 @@ panels, a register tile filling the vector units, blocking for each cache
 level, all the cores. NumPy ships one (OpenBLAS in its wheels), so this path
 costs no new dependency: each step is
 
-* the batch's rows gathered into the workspace, ``X_b`` (B, n_0);
+* the batch's rows gathered into the workspace, ``X_b`` (B, n_0), or read in
+  place where they are consecutive rows of ``X`` (samples in order);
 * per layer, ``Z_l = A_{l-1} W_lᵀ`` by BLAS (:func:`kernels.cpu.blas.gemm`) into
   the workspace, then ``A_l = g(Z_l + b_l)`` by :func:`kernels.cpu.network.bias_activation`;
 * the loss and ``δ_L = (softmax(Z_L) − onehot(y)) / B`` row by row;
@@ -63,6 +64,15 @@ def gather_rows(X, rows, out):
 
 
 @jit
+def consecutive(rows):
+    """Whether ``rows`` are ``r, r + 1, ..., r + n − 1``: the batch is then a slice of ``X``, read in place."""
+    for i in range(1, rows.shape[0]):
+        if rows[i] != rows[0] + i:
+            return False
+    return True
+
+
+@jit
 def loss_rows(logits, y, rows, deltas, losses):
     """Each row's loss into ``losses``, and ``deltas = (softmax(logits) − onehot(y[rows])) / n``."""
     n = logits.shape[0]
@@ -93,7 +103,10 @@ def minibatch_epoch_blas(theta, velocity, sizes, activation, X, y, order, batch_
         n = rows.shape[0]
         w_off, b_off, a_off, _, _ = offsets(sizes, n)
         acts, deltas, grad, inputs = layout.workspace_views(work, sizes, n)
-        gather_rows(X, rows, inputs)
+        if consecutive(rows):  # samples in order (shuffle=False): the rows as they lie, no copy
+            inputs = X[rows[0]:rows[0] + n]
+        else:
+            gather_rows(X, rows, inputs)
         A = [inputs] + [acts[a_off[l]:a_off[l] + n * sizes[l + 1]].reshape(n, sizes[l + 1]) for l in range(last + 1)]
         D = [None] + [deltas[a_off[l]:a_off[l] + n * sizes[l + 1]].reshape(n, sizes[l + 1]) for l in range(last + 1)]
         W = [theta[w_off[l]:b_off[l]].reshape(sizes[l + 1], sizes[l]) for l in range(last + 1)]
