@@ -65,15 +65,27 @@ from kernels.cuda.linear import split_depth_device as split_depth
 from kernels.cuda.network import host_sizes, layer_place
 from kernels.cuda.sgd import update_parameters
 
-# A phase's product descriptor (a row of int64 in shared memory): addresses of A, B, the partial or final C and
-# vector, the gate; then the final C and vector, the shape, the options, the split bookkeeping, and the
-# product's own epilogue (the options' is PLAIN or ROW_SUM for partial tiles).
-A, B, C, VEC, GATE, C_FINAL, VEC_FINAL, SHAPE = 0, 3, 6, 9, 12, 15, 18, 21
-OPTIONS = 24
-SPLITS, DEPTH, PIECES, PARTS, EPILOGUE_FINAL = 29, 30, 31, 32, 33
-FIELDS = 34
+# A phase's product descriptor (a row of int64 in shared memory): addresses of A, B, C, the vector and the gate,
+# the shape, the options, then the split bookkeeping: splits of K, their depth, pieces, where the partials start.
+A, B, C, VEC, GATE, SHAPE = 0, 3, 6, 9, 12, 15
+OPTIONS = 18
+SPLITS, DEPTH, PIECES, PARTS = 23, 24, 25, 26
+FIELDS = 27
+
+
+def product_shape(n_in, n_out, batch, forward, second):
+    """``(M, N, K)`` of layer ``(n_in → n_out)``'s product in a step of ``batch`` samples: forward ``A_l``
+    (batch, n_out) over n_in; backward ``dW_l`` (n_out, n_in) over the batch, or, ``second``, ``δ_{l-1}``
+    (batch, n_in) over n_out."""
+    if forward:
+        return batch, n_out, n_in
+    if not second:
+        return n_out, n_in, batch
+    return batch, n_in, n_out
+
 
 if cuda is not None:
+    product_shape_device = cuda.jit(device=True, inline=True)(product_shape)
 
     @cuda.jit(device=True, inline=True)
     def output_rows(work, logits_at, deltas_at, losses_at, n_classes, batch, y, rows, first, stride):
@@ -105,23 +117,23 @@ if cuda is not None:
         acts_at = batch * units  # A_l in work; A_{l-1} is n_in units per sample before it
         # The inputs of layer l: the batch's rows of X, or the previous layer's activations.
         inputs = address(FROM_X, 0, 0) if l == 1 else address(FROM_Q, acts_at - batch * n_in, n_in)
+        shape = product_shape_device(n_in, n_out, batch, forward, second)
         if forward:
             return (inputs, address(FROM_P, w_at, n_in), address(FROM_Q, acts_at, n_out), address(FROM_P, b_at, 0),
-                    inputs, (batch, n_out, n_in),
-                    (0, 1, int(l == 1), BIAS_ACTIVATION, IDENTITY if l == n_layers else code))
+                    inputs, shape, (0, 1, int(l == 1), BIAS_ACTIVATION, IDENTITY if l == n_layers else code))
         deltas = address(FROM_Q, deltas_at + acts_at, n_out)
         if not second:
             return (deltas, inputs, address(FROM_Q, grad_at + w_at, n_in), address(FROM_Q, grad_at + b_at, 0),
-                    inputs, (n_out, n_in, batch), (1, 0, int(l == 1), ROW_SUM, IDENTITY))
+                    inputs, shape, (1, 0, int(l == 1), ROW_SUM, IDENTITY))
         return (deltas, address(FROM_P, w_at, n_in), address(FROM_Q, deltas_at + acts_at - batch * n_in, n_in),
-                address(FROM_Q, grad_at + b_at, 0), inputs, (batch, n_in, n_out), (0, 0, 0, ACTIVATION_GRADIENT, code))
+                address(FROM_Q, grad_at + b_at, 0), inputs, shape, (0, 0, 0, ACTIVATION_GRADIENT, code))
 
     @cuda.jit(device=True, inline=True)
     def describe(descriptors, which, sizes, n_layers, code, l, forward, batch, deltas_at, grad_at):
         """Row ``which`` of the phase's descriptors (see the field offsets above): the product's operands,
-        shape and options, its splits of K and their depth, its pieces, and, split, where its partials go (the
-        second's after the first's in the scratch) with the operands of the partial tiles. No product (a
-        forward phase's second, the first layer's δ): no pieces."""
+        shape and options, its splits of K and their depth, its pieces, and where its partials start in the
+        scratch (the second product's after the first's). No product (a forward phase's second, the first
+        layer's δ): no pieces."""
         second = which == 1
         if second and (forward or l == 1):
             descriptors[which, PIECES] = 0
@@ -141,24 +153,12 @@ if cuda is not None:
         for f in range(3):
             descriptors[which, A + f] = a[f]
             descriptors[which, B + f] = b[f]
-            descriptors[which, GATE + f] = gate[f]
-            descriptors[which, SHAPE + f] = shape[f]
-            descriptors[which, C_FINAL + f] = c[f]
-            descriptors[which, VEC_FINAL + f] = vec[f]
             descriptors[which, C + f] = c[f]
             descriptors[which, VEC + f] = vec[f]
+            descriptors[which, GATE + f] = gate[f]
+            descriptors[which, SHAPE + f] = shape[f]
         for f in range(5):
             descriptors[which, OPTIONS + f] = options[f]
-        descriptors[which, EPILOGUE_FINAL] = options[3]
-        if splits > 1:  # partial tiles, (splits, M, N) then their row sums (splits, M), the epilogue left over
-            size = shape[0] * shape[1]
-            descriptors[which, C] = FROM_R
-            descriptors[which, C + 1] = parts
-            descriptors[which, C + 2] = shape[1]
-            descriptors[which, VEC] = FROM_R
-            descriptors[which, VEC + 1] = parts + splits * size
-            descriptors[which, VEC + 2] = 0
-            descriptors[which, OPTIONS + 3] = ROW_SUM if options[3] == ROW_SUM else PLAIN
 
     @cuda.jit(device=True, inline=True)
     def field(descriptors, which, at):
@@ -166,10 +166,10 @@ if cuda is not None:
         return descriptors[which, at], descriptors[which, at + 1], descriptors[which, at + 2]
 
     @cuda.jit(device=True, inline=True)
-    def options_of(descriptors, which, final):
-        """The product's options; with ``final``, its own epilogue also where its pieces are partial tiles."""
+    def options_of(descriptors, which, epilogue):
+        """The product's options with ``epilogue`` in place of its own."""
         return (descriptors[which, OPTIONS], descriptors[which, OPTIONS + 1], descriptors[which, OPTIONS + 2],
-                descriptors[which, EPILOGUE_FINAL if final else OPTIONS + 3], descriptors[which, OPTIONS + 4])
+                epilogue, descriptors[which, OPTIONS + 4])
 
     @kernel(TILE_BLOCK, cooperative=True)
     def minibatch_epoch_kernel(theta, velocity, sizes, code, X, y, order, batch_size, hyper, work, scratch, loss_sum):
@@ -238,24 +238,29 @@ if cuda is not None:
                     depth = descriptors[which, DEPTH]
                     k_begin = split * depth
                     k_end = min(descriptors[which, SHAPE + 2], k_begin + depth)
-                    # A split's partial tile and row sums follow the previous split's (split 0 of an unsplit
-                    # product: its own C and vector).
-                    m = descriptors[which, SHAPE]
-                    leading = descriptors[which, C + 2]
-                    c = (descriptors[which, C], descriptors[which, C + 1] + split * m * leading, leading)
-                    vec = (descriptors[which, VEC], descriptors[which, VEC + 1] + split * m, 0)
+                    c = field(descriptors, which, C)
+                    vec = field(descriptors, which, VEC)
+                    epilogue = descriptors[which, OPTIONS + 3]
+                    if splits > 1:  # a partial tile into the scratch, (splits, M, N), its row sums after them,
+                        m = descriptors[which, SHAPE]  # (splits, M); the epilogue is left to finish_split
+                        n_cols = descriptors[which, SHAPE + 1]
+                        parts = descriptors[which, PARTS]
+                        c = (FROM_R, parts + split * m * n_cols, n_cols)
+                        vec = (FROM_R, parts + splits * m * n_cols + split * m, 0)
+                        epilogue = ROW_SUM if epilogue == ROW_SUM else PLAIN
                     product_tile(X, theta, work, scratch, rows, field(descriptors, which, A),
                                  field(descriptors, which, B), c, vec, field(descriptors, which, GATE),
-                                 field(descriptors, which, SHAPE), options_of(descriptors, which, False),
+                                 field(descriptors, which, SHAPE), options_of(descriptors, which, epilogue),
                                  index // splits, (k_begin, k_end), sA, sB)
                     piece += blocks
                 if descriptors[0, SPLITS] > 1 or descriptors[1, SPLITS] > 1:
                     grid_barrier()  # every partial written
                     for which in range(2):
                         if descriptors[which, SPLITS] > 1:
-                            finish_split(X, theta, work, scratch, rows, field(descriptors, which, C_FINAL),
-                                         field(descriptors, which, VEC_FINAL), field(descriptors, which, GATE),
-                                         field(descriptors, which, SHAPE), options_of(descriptors, which, True),
+                            finish_split(X, theta, work, scratch, rows, field(descriptors, which, C),
+                                         field(descriptors, which, VEC), field(descriptors, which, GATE),
+                                         field(descriptors, which, SHAPE),
+                                         options_of(descriptors, which, descriptors[which, OPTIONS + 3]),
                                          descriptors[which, PARTS], block * TILE_BLOCK + tid, blocks * TILE_BLOCK)
                 grid_barrier()
             # 4. The optimizer step of every parameter.
@@ -286,11 +291,10 @@ def scratch_size(sizes, batch):
     """Values a step of ``batch`` samples needs for its split products' partials (the most any phase needs:
     see :func:`kernels.cuda.linear.split_depth`)."""
     most = 0
-    for n_in, n_out in zip(sizes, sizes[1:]):
-        most = max(most, split_scratch(batch, n_out, n_in))  # forward
     for l, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
-        below = split_scratch(batch, n_in, n_out) if l > 0 else 0  # δ_{l-1}, below the first layer only
-        most = max(most, split_scratch(n_out, n_in, batch) + below)  # dW_l, db_l
+        most = max(most, split_scratch(*product_shape(n_in, n_out, batch, True, False)))
+        below = split_scratch(*product_shape(n_in, n_out, batch, False, True)) if l > 0 else 0  # δ_{l-1}
+        most = max(most, split_scratch(*product_shape(n_in, n_out, batch, False, False)) + below)  # dW_l, db_l
     return most
 
 
