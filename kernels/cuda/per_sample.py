@@ -59,10 +59,6 @@ from kernels.cuda.network import host_sizes, layer_place
 from kernels.cuda.sgd import optimizer_step
 
 GROUPS = EPOCH_THREADS // EPOCH_LANES  # rows a block computes at once in the forward pass
-#: Weights a thread loads ahead before it updates them. On an H200 (bench/RESULTS.md), with one at a time,
-#: 784-128-10 spent ~126 µs / slices + ~14 µs a sample; a lane's 25 serial load-update-store trips through a
-#: first-layer row fit the first term (16 passes of 8 rows on one slice), not yet measured apart.
-UNROLL = 4
 
 if cuda is not None:
 
@@ -94,11 +90,7 @@ if cuda is not None:
         """One optimizer step of ``theta[q]`` (and its velocity) with gradient ``grad``; returns the new value.
 
         Plain SGD leaves a parameter with a zero gradient as it is, unread-modify-written."""
-        return step_loaded(theta, velocity, q, theta[q], grad, hyper, decay, plain)
-
-    @cuda.jit(device=True, inline=True)
-    def step_loaded(theta, velocity, q, w, grad, hyper, decay, plain):
-        """:func:`step_parameter` of ``theta[q]``, whose value ``w`` the caller has loaded already."""
+        w = theta[q]
         if plain and grad == 0:
             return w
         real = theta.dtype.type
@@ -117,9 +109,6 @@ if cuda is not None:
         parity) in the gradient area."""
         buffer = cuda.shared.array(EPOCH_THREADS, np.float64)
         probs = cuda.shared.array(MAX_CLASSES, np.float64)  # the logits, then the output delta p - onehot(y)
-        weights = cuda.local.array(UNROLL, theta.dtype)  # loaded ahead of the stores that update them
-        inputs = cuda.local.array(UNROLL, theta.dtype)
-        grads = cuda.local.array(UNROLL, theta.dtype)
         tid = cuda.threadIdx.x
         group = tid // EPOCH_LANES
         lane = tid % EPOCH_LANES
@@ -161,24 +150,13 @@ if cuda is not None:
                             row = w_off + j * n_in
                             if l == 1:
                                 pending = deltas[j] if prev >= 0 else zero
-                                # UNROLL weights at a time: their loads all issued before the first store (a
-                                # load may not pass a store to an array that could alias, so one at a time each
-                                # would wait out the previous store's round trip).
-                                for k0 in range(lane, n_in, EPOCH_LANES * UNROLL):
-                                    for u in range(UNROLL):
-                                        k = k0 + u * EPOCH_LANES
-                                        if k < n_in:
-                                            weights[u] = theta[row + k]
-                                            inputs[u] = X[i, k]
-                                            grads[u] = pending * X[prev, k] if prev >= 0 else zero
-                                    for u in range(UNROLL):
-                                        k = k0 + u * EPOCH_LANES
-                                        if k < n_in:
-                                            w = weights[u]
-                                            if prev >= 0:
-                                                w = step_loaded(theta, velocity, row + k, w, grads[u], hyper, decay,
-                                                                plain)
-                                            acc += w * inputs[u]
+                                for k in range(lane, n_in, EPOCH_LANES):
+                                    if prev >= 0:
+                                        w = step_parameter(theta, velocity, row + k, pending * X[prev, k], hyper,
+                                                           decay, plain)
+                                    else:
+                                        w = theta[row + k]
+                                    acc += w * X[i, k]
                             else:
                                 for k in range(lane, n_in, EPOCH_LANES):
                                     acc += theta[row + k] * acts[a_l - n_in + k]
@@ -232,17 +210,11 @@ if cuda is not None:
                 for j in range(r0 + tid, r1, EPOCH_THREADS):
                     h = X[i, j] if from_inputs else acts[a_last + j]
                     back = zero
-                    for c0 in range(0, n_classes, UNROLL):  # loads before stores, as in the forward pass
-                        for u in range(UNROLL):
-                            if c0 + u < n_classes:
-                                weights[u] = theta[w_out + (c0 + u) * n_last + j]
-                        for u in range(UNROLL):
-                            c = c0 + u
-                            if c < n_classes:
-                                d = real(probs[c])
-                                back += weights[u] * d
-                                step_loaded(theta, velocity, w_out + c * n_last + j, weights[u], d * h, hyper, decay,
-                                            plain)
+                    for c in range(n_classes):
+                        q = w_out + c * n_last + j
+                        d = real(probs[c])
+                        back += theta[q] * d
+                        step_parameter(theta, velocity, q, d * h, hyper, decay, plain)
                     if not from_inputs:
                         d = back * derivative_device(h, code)
                         deltas[a_last + j] = d
