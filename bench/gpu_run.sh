@@ -52,14 +52,14 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
   timeout -k 10 120 "$PYTHON" -m pytest bench/test_training.py -q -p no:cacheprovider -k "cuda and not dense" \
     --benchmark-only --benchmark-group-by=group --benchmark-json="$OUT/gpu-training.json"
   echo "bench training rc=$?"
-  timeout -k 10 90 "$PYTHON" -m pytest bench/test_wide.py -q -p no:cacheprovider -k "cuda" \
+  timeout -k 10 85 "$PYTHON" -m pytest bench/test_wide.py -q -p no:cacheprovider -k "cuda" \
     --benchmark-only --benchmark-group-by=group --benchmark-json="$OUT/gpu-wide.json"
   echo "bench wide rc=$?"
   for json in "$OUT"/gpu-training.json "$OUT"/gpu-wide.json; do
     [ -s "$json" ] && "$PYTHON" bench/report.py "$json"
   done
   echo "== 3/3 probe: per-sample slices, minibatch steps, launch cost"
-  timeout -k 10 40 "$PYTHON" bench/gpu_probe.py
+  timeout -k 10 35 "$PYTHON" bench/gpu_probe.py
   echo "probe rc=$?"
   date -u
 } 2>&1 | tee "$OUT/gpu_run.log"
