@@ -277,9 +277,11 @@ def test_cuda_model_api(tmp_path):
     np.testing.assert_array_equal(loaded.params[0][0], net.params[0][0])
 
 
-SLICE_CASES = [(sizes, n_slices, "plain") for sizes in ([7, 3], [6, 5, 4], [5, 6, 4, 3], [4, 5, 6, 3, 2])
+SLICE_CASES = [(sizes, n_slices, "plain") for sizes in ([7, 3], [6, 5, 4], [11, 5, 4], [5, 6, 4, 3], [4, 5, 6, 3, 2])
                for n_slices in (1, 2, 3, "one unit each")]
-SLICE_CASES += [([6, 5, 4], 2, "nesterov+decay"), ([5, 6, 4, 3], 3, "nesterov+decay")]
+# [11, 5, 4]: more inputs than the simulator's first layer stages at once (8), so two passes.
+SLICE_CASES += [(sizes, n_slices, "nesterov+decay") for sizes, n_slices in (([6, 5, 4], 2), ([11, 5, 4], 3),
+                                                                               ([5, 6, 4, 3], 3))]
 
 
 @simulated

@@ -32,6 +32,8 @@ if SIMULATED:
     TILE_K = 4  # reduction depth of one shared-memory stage
     EPOCH_THREADS = 4  # threads per block of the per-sample kernel (a power of two)
     EPOCH_LANES = 2  # threads that share one weight row in the per-sample kernel (a power of two)
+    STAGE_PER_THREAD = 2  # inputs each thread of the per-sample kernel stages per pass (a pass stages 8)
+    UNROLL = 2  # weights a thread of the per-sample kernel loads at once before updating them
     MAX_BLOCKS = 3  # grid-stride loops then loop several times
     SPLIT_ITEMS = 4  # split-K (kernels.cuda.linear.split_depth): about this many (tile, split) pieces a product
     SPLIT_MIN_K = 4  # the shallowest split
@@ -45,7 +47,11 @@ else:
     # (244 registers) but spills in float64; tests/test_cuda.py checks both.
     TILE_K = 4
     EPOCH_THREADS = 256
-    EPOCH_LANES = 32  # one warp per weight row
+    EPOCH_LANES = 32  # at least one warp per weight row
+    # The per-sample kernel stages a sample's inputs that matter (nonzero here or in the previous sample)
+    # in shared memory, 1024 a pass; a thread then updates and reads its weights 4 loads at a time.
+    STAGE_PER_THREAD = 4
+    UNROLL = 4
     MAX_BLOCKS = 8192
     # Split-K of the fused minibatch kernel's products (kernels.cuda.linear.split_depth): about one piece per
     # multiprocessor of an H100/H200 (132), each at least 8 stages deep. Measured on an H200 before splitting
@@ -55,6 +61,7 @@ else:
     SPLIT_MIN_K = 32
     MAX_SPLITS = 64
 
+STAGE = EPOCH_THREADS * STAGE_PER_THREAD  # inputs the per-sample kernel stages in shared memory per pass
 TILE = TILE_THREADS * TILE_OUTPUTS  # a product block computes a TILE × TILE tile of C
 TILE_PAD = TILE + 1  # padded shared-memory rows: no bank conflicts
 TILE_BLOCK = TILE_THREADS * TILE_THREADS  # threads of a product block
@@ -157,6 +164,28 @@ if cuda is not None:
         total = buffer[tid - tid % span]
         cuda.syncthreads()
         return total
+
+    @cuda.jit(device=True, inline=True)
+    def exclusive_scan(scan, tid, value, threads):
+        """``(Σ_{t < tid} value_t, Σ_t value_t)`` over the block's ``threads`` threads (a power of two):
+        a Hillis-Steele scan in shared memory, ``scan`` holding two values per thread. Every thread of the
+        block must call it."""
+        src = 0
+        scan[tid] = value
+        offset = 1
+        while offset < threads:
+            cuda.syncthreads()
+            running = scan[src * threads + tid]
+            if tid >= offset:
+                running += scan[src * threads + tid - offset]
+            src = 1 - src
+            scan[src * threads + tid] = running
+            offset *= 2
+        cuda.syncthreads()
+        inclusive = scan[src * threads + tid]
+        total = scan[src * threads + threads - 1]
+        cuda.syncthreads()  # the scan buffer may be reused at once
+        return inclusive - value, total
 
     @cuda.jit(device=True, inline=True)
     def grid_barrier():

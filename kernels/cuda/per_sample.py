@@ -11,19 +11,25 @@ layer, a range of units: their rows of ``W_l`` and their bias, and, for the
 last hidden layer (the inputs when there is none), the matching columns of the
 output layer ``W_L``. Per sample:
 
-1. forward through the hidden layers, each slice its rows (a group of
-   ``EPOCH_LANES`` threads per row, a tree sum); the first layer applies the
-   previous sample's pending update to each row in the same pass (it is not
-   needed earlier: no one reads ``W_1`` in between). A grid barrier after each
-   hidden layer but the last, whose units the next layer needs all of;
+1. forward through the hidden layers, each slice its rows (a group of at
+   least ``EPOCH_LANES`` threads per row, a tree sum); the first layer applies
+   the previous sample's pending update to each row in the same pass (it is not
+   needed earlier: no one reads ``W_1`` in between). The first layer reads only
+   the inputs it needs: those nonzero in this sample or, for the pending update,
+   in the previous one (all of them with momentum or weight decay), gathered
+   in order into shared memory ``STAGE`` at a time; each thread then loads
+   ``UNROLL`` weights at once before updating them, so that its loads overlap.
+   A grid barrier after each hidden layer but the last, whose units the next
+   layer needs all of;
 2. each slice's share of the logits from its units of the last hidden layer,
    written beside the others'; a grid barrier;
 3. every block sums the slices' shares in the same fixed order (the same logits,
    bit for bit, everywhere), then the loss and the output delta ``p - onehot(y)``;
-4. backward: each slice its columns of ``W_L`` (backpropagating into its units
-   and updating them in the same pass), then, layer by layer, its rows of
-   ``W_l``: each slice writes its share of ``δ_{l-1}`` for all units, a grid
-   barrier, and each unit's owner sums the shares in a fixed order.
+4. backward: each slice its columns of ``W_L`` (a thread per weight,
+   backpropagating into its units and updating them in the same pass), then,
+   layer by layer, its rows of ``W_l``: each slice writes its share of
+   ``δ_{l-1}`` for all units, a grid barrier, and each unit's owner sums the
+   shares in a fixed order.
 
 That is one grid barrier per sample with one hidden layer, ``2L - 3`` with
 ``L - 1`` hidden layers. No floating-point atomics: the result is the same on
@@ -45,10 +51,14 @@ from kernels.cuda._launch import (
     EPOCH_LANES,
     EPOCH_THREADS,
     MAX_CLASSES,
+    STAGE,
+    STAGE_PER_THREAD,
+    UNROLL,
     activate_device,
     co_resident_blocks,
     cuda,
     derivative_device,
+    exclusive_scan,
     grid_barrier,
     group_max,
     group_sum,
@@ -58,7 +68,8 @@ from kernels.cuda._launch import (
 from kernels.cuda.network import host_sizes, layer_place
 from kernels.cuda.sgd import optimizer_step
 
-GROUPS = EPOCH_THREADS // EPOCH_LANES  # rows a block computes at once in the forward pass
+GROUPS = EPOCH_THREADS // EPOCH_LANES  # the most rows a block computes at once in the forward pass
+SCAN = 2 * EPOCH_THREADS  # the block scan's shared buffer (a shared array's shape must be a constant)
 
 if cuda is not None:
 
@@ -86,21 +97,83 @@ if cuda is not None:
         return group_sum(buffer, tid, acc, span)
 
     @cuda.jit(device=True, inline=True)
-    def step_parameter(theta, velocity, q, grad, hyper, decay, plain):
-        """One optimizer step of ``theta[q]`` (and its velocity) with gradient ``grad``; returns the new value.
+    def step_held(theta, velocity, q, w, v, grad, hyper, decay, plain):
+        """One optimizer step of ``theta[q]``, whose value ``w`` and velocity ``v`` were loaded already, with
+        gradient ``grad``; returns the new value.
 
-        Plain SGD leaves a parameter with a zero gradient as it is, unread-modify-written."""
-        w = theta[q]
+        Plain SGD leaves a parameter with a zero gradient as it is, unwritten."""
         if plain and grad == 0:
             return w
         real = theta.dtype.type
         momentum = real(hyper[1])
-        v = velocity[q] if momentum != 0 else real(0)
         w, v = optimizer_step(w, v, grad, real(hyper[0]), momentum, hyper[2], decay)
         theta[q] = w
         if momentum != 0:
             velocity[q] = v
         return w
+
+    @cuda.jit(device=True, inline=True)
+    def step_parameter(theta, velocity, q, grad, hyper, decay, plain):
+        """:func:`step_held` loading ``theta[q]`` and, with momentum, ``velocity[q]``."""
+        real = theta.dtype.type
+        v = velocity[q] if hyper[1] != 0 else real(0)
+        return step_held(theta, velocity, q, theta[q], v, grad, hyper, decay, plain)
+
+    @cuda.jit(device=True, inline=True)
+    def input_needed(X, i, prev, k, keep_all):
+        """Whether the first layer needs input ``k`` of sample ``i``: it counts in the forward sum, or the
+        previous sample's pending update changes its weights (always, with momentum or weight decay)."""
+        return X[i, k] != 0 or (prev >= 0 and (keep_all or X[prev, k] != 0))
+
+    @cuda.jit(device=True, inline=True)
+    def stage_inputs(staged_k, staged, scan, X, i, prev, k0, k1, keep_all, tid):
+        """Stage the inputs ``k0 <= k < k1`` the first layer needs (:func:`input_needed`), in input order:
+        ``staged_k[e] = k``, ``staged[0, e] = X[prev, k]`` (0 without a previous sample), ``staged[1, e] =
+        X[i, k]``; returns how many. Each thread takes ``STAGE_PER_THREAD`` consecutive inputs and writes
+        them at its place, an exclusive scan of the threads' counts: the same order on every run."""
+        first = k0 + tid * STAGE_PER_THREAD
+        last = min(first + STAGE_PER_THREAD, k1)
+        count = 0
+        for k in range(first, last):
+            count += input_needed(X, i, prev, k, keep_all)
+        e, total = exclusive_scan(scan, tid, count, EPOCH_THREADS)
+        for k in range(first, last):
+            if input_needed(X, i, prev, k, keep_all):
+                staged_k[e] = k
+                staged[0, e] = X[prev, k] if prev >= 0 else 0.0
+                staged[1, e] = X[i, k]
+                e += 1
+        cuda.syncthreads()
+        return total
+
+    @cuda.jit(device=True, inline=True)
+    def first_layer_row(theta, velocity, row, pending, staged_k, staged, count, lane, lanes, hyper, decay,
+                        plain, update):
+        """This thread's part of ``Σ_e w_k x_k`` over the staged inputs ``e = lane, lane + lanes, ...`` of a
+        row of ``W_1`` starting at ``theta[row]``, each weight first given, where ``update``, the previous
+        sample's pending step (gradient ``pending · x_prev[k]``). The loads of ``UNROLL`` weights are
+        issued before any of their stores, so that they are in flight together."""
+        real = theta.dtype.type
+        held = cuda.local.array(UNROLL, np.float64)
+        speeds = cuda.local.array(UNROLL, np.float64)
+        momentum = hyper[1] != 0
+        acc = real(0)
+        for e0 in range(lane, count, UNROLL * lanes):
+            for u in range(UNROLL):
+                e = e0 + u * lanes
+                if e < count:
+                    q = row + staged_k[e]
+                    held[u] = theta[q]
+                    speeds[u] = velocity[q] if momentum else 0.0
+            for u in range(UNROLL):
+                e = e0 + u * lanes
+                if e < count:
+                    w = real(held[u])
+                    if update:
+                        w = step_held(theta, velocity, row + staged_k[e], w, real(speeds[u]),
+                                      pending * real(staged[0, e]), hyper, decay, plain)
+                    acc += w * real(staged[1, e])
+        return acc
 
     @kernel(EPOCH_THREADS, cooperative=True)
     def sgd_epoch_kernel(theta, velocity, sizes, code, X, y, order, hyper, work, n_slices, loss_sum):
@@ -109,13 +182,14 @@ if cuda is not None:
         parity) in the gradient area."""
         buffer = cuda.shared.array(EPOCH_THREADS, np.float64)
         probs = cuda.shared.array(MAX_CLASSES, np.float64)  # the logits, then the output delta p - onehot(y)
+        staged_k = cuda.shared.array(STAGE, np.int32)  # the first layer's inputs this pass needs ...
+        staged = cuda.shared.array((2, STAGE), np.float64)  # ... their values in the previous and this sample
+        scan = cuda.shared.array(SCAN, np.int32)
         tid = cuda.threadIdx.x
-        group = tid // EPOCH_LANES
-        lane = tid % EPOCH_LANES
         real = theta.dtype.type
         zero = real(0)
         decay = real(hyper[3])
-        plain = hyper[1] == 0.0 and hyper[3] == 0.0
+        plain = hyper[1] == 0.0 and hyper[3] == 0.0  # else every weight of W_1 changes every step
         n_layers = len(sizes) - 1
         n_classes = sizes[n_layers]
         n_last = sizes[n_layers - 1]  # units feeding the output layer: the inputs when there is no hidden layer
@@ -137,32 +211,41 @@ if cuda is not None:
         for t in range(order.shape[0]):
             i = order[t]
             shares = (t % 2) * n_slices * n_classes
-            # 1. Forward through the hidden layers; the first applies the pending update of the previous sample.
+            # 1. Forward through the hidden layers; the first applies the pending update of the previous sample,
+            #    a pass per STAGE inputs over the inputs it needs (their sum goes through acts between passes).
             for l in range(1, n_layers):
                 n_in = sizes[l - 1]
                 w_off, b_off, a_l = layer_place(sizes, l)
-                for s in range(cuda.blockIdx.x, n_slices, cuda.gridDim.x):
-                    r0, r1 = slice_range(sizes[l], s, n_slices)
-                    for j0 in range(r0, r1, GROUPS):
-                        j = j0 + group
-                        acc = zero
-                        if j < r1:
-                            row = w_off + j * n_in
-                            if l == 1:
+                lanes = max(EPOCH_LANES, EPOCH_THREADS // span_of((sizes[l] + n_slices - 1) // n_slices))
+                group = tid // lanes
+                lane = tid % lanes
+                passes = (n_in + STAGE - 1) // STAGE if l == 1 else 1
+                for p in range(passes):
+                    count = 0
+                    if l == 1:
+                        count = stage_inputs(staged_k, staged, scan, X, i, prev, p * STAGE,
+                                             min(n_in, (p + 1) * STAGE), not plain, tid)
+                    for s in range(cuda.blockIdx.x, n_slices, cuda.gridDim.x):
+                        r0, r1 = slice_range(sizes[l], s, n_slices)
+                        for j0 in range(r0, r1, EPOCH_THREADS // lanes):
+                            j = j0 + group
+                            acc = zero
+                            if j < r1 and l == 1:
                                 pending = deltas[j] if prev >= 0 else zero
-                                for k in range(lane, n_in, EPOCH_LANES):
-                                    if prev >= 0:
-                                        w = step_parameter(theta, velocity, row + k, pending * X[prev, k], hyper,
-                                                           decay, plain)
-                                    else:
-                                        w = theta[row + k]
-                                    acc += w * X[i, k]
-                            else:
-                                for k in range(lane, n_in, EPOCH_LANES):
+                                acc = first_layer_row(theta, velocity, w_off + j * n_in, pending, staged_k, staged,
+                                                      count, lane, lanes, hyper, decay, plain, prev >= 0)
+                            elif j < r1:
+                                row = w_off + j * n_in
+                                for k in range(lane, n_in, lanes):
                                     acc += theta[row + k] * acts[a_l - n_in + k]
-                        dot = group_sum(buffer, tid, acc, EPOCH_LANES)
-                        if lane == 0 and j < r1:
-                            acts[a_l + j] = activate_device(real(dot) + theta[b_off + j], code)
+                            dot = real(group_sum(buffer, tid, acc, lanes))
+                            if lane == 0 and j < r1:
+                                if p > 0:
+                                    dot += acts[a_l + j]
+                                if p == passes - 1:
+                                    acts[a_l + j] = activate_device(dot + theta[b_off + j], code)
+                                else:
+                                    acts[a_l + j] = dot
                 if l < n_layers - 1:
                     grid_barrier()
             cuda.syncthreads()  # the last hidden layer's units are read by other threads of the block next
@@ -205,17 +288,22 @@ if cuda is not None:
                 probs[c] = real(math.exp(probs[c] - shift)) - (1.0 if c == label else 0.0)
             cuda.syncthreads()
             # 4. Backward: each slice its columns of W_L, backpropagating into its units of the last hidden layer.
+            #    A group of class_span threads per unit, a class each: one weight per thread at a time.
             for s in range(cuda.blockIdx.x, n_slices, cuda.gridDim.x):
                 r0, r1 = slice_range(n_last, s, n_slices)
-                for j in range(r0 + tid, r1, EPOCH_THREADS):
-                    h = X[i, j] if from_inputs else acts[a_last + j]
+                for j0 in range(r0, r1, EPOCH_THREADS // class_span):
+                    j = j0 + tid // class_span
                     back = zero
-                    for c in range(n_classes):
-                        q = w_out + c * n_last + j
-                        d = real(probs[c])
-                        back += theta[q] * d
-                        step_parameter(theta, velocity, q, d * h, hyper, decay, plain)
-                    if not from_inputs:
+                    h = zero
+                    if j < r1:
+                        h = X[i, j] if from_inputs else acts[a_last + j]
+                        for c in range(tid % class_span, n_classes, class_span):
+                            q = w_out + c * n_last + j
+                            d = real(probs[c])
+                            back += theta[q] * d
+                            step_parameter(theta, velocity, q, d * h, hyper, decay, plain)
+                    back = real(group_sum(buffer, tid, back, class_span))
+                    if tid % class_span == 0 and j < r1 and not from_inputs:
                         d = back * derivative_device(h, code)
                         deltas[a_last + j] = d
                         if n_layers == 2:  # layer 1: the bias now, the weights with the next sample
