@@ -5,12 +5,15 @@
   784-256-128-10;
 - the blocks the driver lets the per-sample kernel's cooperative launch have;
 - the fused minibatch epoch's time per step at batch 128 and 8192 (784-128-10);
-- the cost of an empty launch from Python, for the launch overhead of the epoch's chunks.
+- the cost of an empty launch from Python, for the launch overhead of the epoch's chunks;
+- with ``--parts``, what a per-sample step is made of: a grid barrier (16 and all co-resident blocks),
+  a ``syncthreads``, one dependent global load (alone, and after a store), and the per-sample
+  kernel on data that leave its first layer nothing to read, without a hidden layer, and with 16 inputs.
 
 Medians of a few runs, synchronised. Prints a table; nothing here is asserted (the tests and the
 benchmarks check the results).
 
-    python bench/gpu_probe.py [--samples 2000]
+    python bench/gpu_probe.py [--samples 2000] [--parts]
 """
 
 import argparse
@@ -37,7 +40,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=1000, help="samples of each timed per-sample run")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--parts", action="store_true", help="only the per-sample step's parts")
     args = parser.parse_args()
+    if args.parts:
+        per_sample_parts(args)
+        return
 
     from numba import cuda
 
@@ -100,6 +107,101 @@ def main():
         seconds = median_seconds(run, args.repeats, cuda.synchronize)
         steps = -(-n // batch)
         print(f"minibatch 784-128-10 batch {batch}: {seconds * 1e3:.2f} ms/epoch, {seconds / steps * 1e6:.1f} µs/step")
+
+
+def per_sample_parts(args):
+    """Time the pieces a per-sample step is built from, each in a loop of ``n`` inside one launch."""
+    from numba import cuda
+
+    from kernels import layout
+    from kernels.cuda import per_sample
+    from kernels.cuda._launch import SIMULATED, grid_barrier
+    from kernels.optimizer import hyper
+    from model import MLP
+
+    n = 3 if SIMULATED else 2000  # loop trips of each micro-kernel
+
+    @cuda.jit
+    def barriers(count):
+        for _ in range(count):
+            grid_barrier()
+
+    @cuda.jit
+    def block_syncs(count):
+        for _ in range(count):
+            cuda.syncthreads()
+
+    @cuda.jit
+    def load_chain(nxt, sink, count, store):
+        """One thread follows ``j = nxt[j]``: each load waits for the one before; with ``store`` a store
+        to ``sink`` (another array) comes between them."""
+        if cuda.grid(1) == 0:
+            j = 0
+            for t in range(count):
+                j = nxt[j]
+                if store:
+                    sink[j] = t
+            sink[0] = j
+
+    @cuda.jit
+    def divisions(count, divisor, sink):
+        """A chain of 64-bit remainders by a divisor known only at run time (each waits for the last)."""
+        x = cuda.grid(1)
+        for t in range(count):
+            x = (x * 7 + t) % divisor
+        sink[cuda.grid(1)] = x
+
+    rng = np.random.default_rng(1)
+    if not SIMULATED:  # the simulator's cuda is not this closure's
+        micro_kernels(n, args.repeats, (barriers, block_syncs, load_chain, divisions), rng)
+    samples = args.samples
+    for sizes, density in (([784, 128, 10], 0.2), ([784, 128, 10], 0.0), ([784, 10], 0.2), ([16, 128, 10], 0.2)):
+        X = (rng.random((10_000, sizes[0])) * (rng.random((10_000, sizes[0])) < density)).astype(np.float32)
+        y = rng.integers(0, sizes[-1], 10_000)
+        net = MLP(sizes, backend="cuda", seed=0)
+        optimizer = hyper(0.01)
+        velocity = net._velocity_for(optimizer)
+        work = cuda.to_device(np.zeros(layout.workspace_size(sizes, 1), np.float32))
+        loss_sum = cuda.to_device(np.zeros(1))
+        order = cuda.to_device(rng.permutation(10_000)[:samples].astype(np.int64))
+        X_dev, y_dev = cuda.to_device(X), cuda.to_device(y)
+        for n_slices in sorted({1, per_sample.slices_for(sizes)}):
+            run = functools.partial(per_sample.sgd_epoch_variant, net._theta, velocity, net._sizes, net._activation,
+                                    X_dev, y_dev, order, optimizer, work, loss_sum, n_slices)
+            seconds = median_seconds(run, args.repeats, cuda.synchronize)
+            print(f"per-sample {'-'.join(map(str, sizes))}, inputs {density:.0%} nonzero, {n_slices} slices: "
+                  f"{seconds / samples * 1e6:.2f} µs/sample")
+
+
+def micro_kernels(n, repeats, compiled, rng):
+    """Time the grid barrier, ``syncthreads``, a dependent load and a 64-bit remainder, each ``n`` times in one
+    launch."""
+    from numba import cuda
+
+    from kernels.cuda._launch import EPOCH_THREADS, co_resident_blocks
+
+    barriers, block_syncs, load_chain, divisions = compiled
+
+    def timed(compiled, grid, threads, *arguments):
+        """µs per loop trip of ``compiled[grid, threads](*arguments)``."""
+        return median_seconds(lambda: compiled[grid, threads](*arguments), repeats, cuda.synchronize) / n * 1e6
+
+    barriers.max_threads = EPOCH_THREADS
+    for grid in sorted({1, min(16, co_resident_blocks(barriers, EPOCH_THREADS, (n,))),
+                        co_resident_blocks(barriers, EPOCH_THREADS, (n,))}):
+        print(f"grid barrier, {grid} blocks x {EPOCH_THREADS}: {timed(barriers, grid, EPOCH_THREADS, n):.3f} µs")
+    print(f"syncthreads, {EPOCH_THREADS} threads: {timed(block_syncs, 1, EPOCH_THREADS, n) * 1e3:.1f} ns")
+    for entries in (1024, 1 << 20):  # within L1, then L2
+        cycle = rng.permutation(entries)  # one cycle through every entry, in random order
+        nxt = np.empty(entries, np.int64)
+        nxt[cycle] = np.roll(cycle, -1)
+        nxt = cuda.to_device(nxt)
+        sink = cuda.device_array(entries, np.int64)
+        for store in (False, True):
+            micro = timed(load_chain, 1, 32, nxt, sink, n, store)
+            print(f"dependent load, {entries * 8 // 1024} KiB{' after a store' if store else ''}: {micro * 1e3:.0f} ns")
+    sink = cuda.device_array(EPOCH_THREADS, np.int64)
+    print(f"64-bit remainder: {timed(divisions, 1, EPOCH_THREADS, n, 1000003, sink) * 1e3:.1f} ns")
 
 
 if __name__ == "__main__":

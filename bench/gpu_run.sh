@@ -5,10 +5,12 @@
 #      weights, sample order and learning rate, times synchronised), per-sample, minibatch and wide-net
 #      epochs on MNIST (the dense-data groups are left to CPU runs, for time);
 #   3. bench/gpu_probe.py: the per-sample kernel against its number of slices, minibatch steps, launch cost;
+#   4. (only when asked, STAGES="... parts") bench/gpu_probe.py --parts: what a per-sample step is made of;
 # writing the log, JUnit XML and benchmark JSON under $OUT (default bench/out/gpu). Each stage has its own
 # time limit, so that the whole stays under 8 minutes and a stage that hangs loses only its own results.
 # MNIST: ../shared does not travel to a GPU machine; copy it into .data/mnist (ignored) and carry .data.
-#   bash bench/gpu_run.sh
+#   bash bench/gpu_run.sh                                  # STAGES="tests bench probe" by default
+#   STAGES="tests parts" TEST_SECONDS=260 bash bench/gpu_run.sh  # a rerun of part of it
 #
 # numpy: numba-cuda 0.30 calls np.row_stack, which numpy 2.5 removed, at its first kernel compile. Where the
 # machine's numpy is 2.5 or newer and a numpy 2.4 wheel lies in .whl/ (bench/fetch_gpu_wheels.sh puts one
@@ -17,6 +19,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/out/gpu}
+STAGES=" ${STAGES:-tests bench probe} "
+TEST_SECONDS=${TEST_SECONDS:-200}
 PYTHON=${PYTHON:-python3}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
@@ -43,23 +47,34 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
   echo "MNIST: ${NUMBA_MLP_MNIST_DIR:-../shared/data/mnist (synthetic data of the same shape where absent)}"
   # The tests are mostly compiling kernels (CPU-bound): spread them over processes where pytest-xdist is at hand.
   parallel=()
-  if "$PYTHON" -c "import xdist" 2>/dev/null; then parallel=(-n 8); fi
-  echo "== 1/3 CUDA kernel and model tests on the device"
-  NUMBA_MLP_TEST_CUDA=1 timeout -k 10 200 "$PYTHON" -m pytest tests/test_kernels.py tests/test_cuda.py -q \
-    -p no:cacheprovider "${parallel[@]}" --junitxml="$OUT/tests.xml"
-  echo "tests rc=$?"
-  echo "== 2/3 GPU benchmarks: cuda against torch CUDA (each file its own JSON, so a timeout loses one only)"
-  timeout -k 10 120 "$PYTHON" -m pytest bench/test_training.py -q -p no:cacheprovider -k "cuda and not dense" \
-    --benchmark-only --benchmark-group-by=group --benchmark-json="$OUT/gpu-training.json"
-  echo "bench training rc=$?"
-  timeout -k 10 85 "$PYTHON" -m pytest bench/test_wide.py -q -p no:cacheprovider -k "cuda" \
-    --benchmark-only --benchmark-group-by=group --benchmark-json="$OUT/gpu-wide.json"
-  echo "bench wide rc=$?"
-  for json in "$OUT"/gpu-training.json "$OUT"/gpu-wide.json; do
-    [ -s "$json" ] && "$PYTHON" bench/report.py "$json"
-  done
-  echo "== 3/3 probe: per-sample slices, minibatch steps, launch cost"
-  timeout -k 10 35 "$PYTHON" bench/gpu_probe.py
-  echo "probe rc=$?"
+  if "$PYTHON" -c "import xdist" 2>/dev/null; then parallel=(-n "${XDIST:-8}"); fi
+  if [[ $STAGES == *" tests "* ]]; then
+    echo "== 1/3 CUDA kernel and model tests on the device"
+    NUMBA_MLP_TEST_CUDA=1 timeout -k 10 "$TEST_SECONDS" "$PYTHON" -m pytest tests/test_kernels.py tests/test_cuda.py \
+      -q -p no:cacheprovider "${parallel[@]}" --junitxml="$OUT/tests.xml"
+    echo "tests rc=$?"
+  fi
+  if [[ $STAGES == *" bench "* ]]; then
+    echo "== 2/3 GPU benchmarks: cuda against torch CUDA (each file its own JSON, so a timeout loses one only)"
+    timeout -k 10 120 "$PYTHON" -m pytest bench/test_training.py -q -p no:cacheprovider -k "cuda and not dense" \
+      --benchmark-only --benchmark-group-by=group --benchmark-json="$OUT/gpu-training.json"
+    echo "bench training rc=$?"
+    timeout -k 10 85 "$PYTHON" -m pytest bench/test_wide.py -q -p no:cacheprovider -k "cuda" \
+      --benchmark-only --benchmark-group-by=group --benchmark-json="$OUT/gpu-wide.json"
+    echo "bench wide rc=$?"
+    for json in "$OUT"/gpu-training.json "$OUT"/gpu-wide.json; do
+      [ -s "$json" ] && "$PYTHON" bench/report.py "$json"
+    done
+  fi
+  if [[ $STAGES == *" probe "* ]]; then
+    echo "== 3/3 probe: per-sample slices, minibatch steps, launch cost"
+    timeout -k 10 35 "$PYTHON" bench/gpu_probe.py
+    echo "probe rc=$?"
+  fi
+  if [[ $STAGES == *" parts "* ]]; then
+    echo "== probe: the parts of a per-sample step"
+    timeout -k 10 60 "$PYTHON" bench/gpu_probe.py --parts
+    echo "parts rc=$?"
+  fi
   date -u
 } 2>&1 | tee "$OUT/gpu_run.log"
