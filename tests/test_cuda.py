@@ -193,6 +193,29 @@ def test_split_k_covers_the_reduction_once(M, N, K):
         assert split_scratch(M, N, K) == partials_size(M, N, splits) == splits * (M * N + M)
 
 
+def test_slice_bounds_divide_exactly_without_integer_division():
+    """The per-sample kernel's ``floor_div`` (a float reciprocal, corrected) is ``a // b`` exactly, at and
+    around every multiple of ``b`` and for large ``a``; so the slices still tile the units exactly."""
+    from kernels.cuda import per_sample
+
+    floor_div = per_sample.floor_div.py_func
+    rng = np.random.default_rng(0)
+    for b in [1, 2, 3, 7, 16, 49, 128, 132, 1000, 4095, 65_537, 2**31 - 1]:
+        inverse = 1.0 / b
+        multiples = rng.integers(0, 2**52 // b, 200) * b
+        for a in np.concatenate([np.arange(min(3 * b + 2, 1000)), multiples, multiples - 1, multiples + 1]):
+            a = int(a)
+            if 0 <= a < 2**52:
+                assert floor_div(a, b, inverse) == a // b, (a, b)
+    for n, n_slices in [(128, 16), (128, 3), (784, 132), (10, 7)]:
+        inverse = 1.0 / n_slices  # slice_range's two calls (a device function calling another runs on a device)
+        bounds = [(floor_div(n * s, n_slices, inverse), floor_div(n * (s + 1), n_slices, inverse))
+                  for s in range(n_slices)]
+        assert bounds[0][0] == 0 and bounds[-1][1] == n
+        assert all(bounds[s][1] == bounds[s + 1][0] for s in range(n_slices - 1))
+        assert bounds == [(n * s // n_slices, n * (s + 1) // n_slices) for s in range(n_slices)]
+
+
 @pytest.mark.skipif(SIMULATOR, reason="the GPU's constants")
 def test_split_k_where_a_real_gpu_measured_long_serial_products():
     """The two products an H200 found slowest before split-K (bench/RESULTS.md): batch 128's first forward

@@ -70,30 +70,53 @@ from kernels.cuda.sgd import optimizer_step
 
 GROUPS = EPOCH_THREADS // EPOCH_LANES  # the most rows a block computes at once in the forward pass
 SCAN = 2 * EPOCH_THREADS  # the block scan's shared buffer (a shared array's shape must be a constant)
+EPOCH_SHIFT = EPOCH_THREADS.bit_length() - 1  # log2 of the block
+LANES_SHIFT = EPOCH_LANES.bit_length() - 1
+
+# No integer division or remainder by a run-time value inside the sample loop: a 64-bit one costs ~140 ns on an
+# H200 (bench/gpu_probe.py --parts), and a ``range`` with a run-time step divides for its trip count. Group
+# sizes are powers of two (shifts and masks), loops with such steps are ``while`` loops, and slice bounds
+# divide through a reciprocal computed once (:func:`floor_div`).
 
 if cuda is not None:
 
     @cuda.jit(device=True, inline=True)
-    def slice_range(n, s, n_slices):
-        """Units ``[r0, r1)`` of ``n`` owned by slice ``s`` of ``n_slices``."""
-        return (n * s) // n_slices, (n * (s + 1)) // n_slices
+    def floor_div(a, b, inverse):
+        """``a // b`` for ``0 <= a < 2**52`` and ``b > 0``, given ``inverse = 1 / b``: the float quotient is
+        off by at most one, which one comparison each way corrects."""
+        q = int(a * inverse)
+        if (q + 1) * b <= a:
+            q += 1
+        elif q * b > a:
+            q -= 1
+        return q
 
     @cuda.jit(device=True, inline=True)
-    def span_of(n):
-        """The smallest power of two >= ``n``, at most the block: a reduction's group size."""
-        span = 1
-        while span < n and span < EPOCH_THREADS:
-            span *= 2
-        return span
+    def slice_range(n, s, n_slices, inverse):
+        """Units ``[r0, r1)`` of ``n`` owned by slice ``s`` of ``n_slices`` (``inverse = 1 / n_slices``):
+        ``n s // n_slices`` to ``n (s + 1) // n_slices``."""
+        return floor_div(n * s, n_slices, inverse), floor_div(n * (s + 1), n_slices, inverse)
+
+    @cuda.jit(device=True, inline=True)
+    def shift_of(n):
+        """log2 of the smallest power of two >= ``n``, at most the block's: a reduction group of
+        ``1 << shift`` threads."""
+        shift = 0
+        while (1 << shift) < n and shift < EPOCH_SHIFT:
+            shift += 1
+        return shift
 
     @cuda.jit(device=True, inline=True)
     def sum_of_shares(buffer, scratch, base, stride, index, valid, tid, n_slices, span):
         """``Σ_s scratch[base + s * stride + index]`` over the slices' shares, summed in a fixed order by each
-        group of ``span`` threads (every thread of the group gets it; 0 where ``valid`` is false)."""
+        group of ``span`` threads (a power of two; every thread of the group gets it; 0 where ``valid`` is
+        false)."""
         acc = 0.0
         if valid:
-            for s in range(tid % span, n_slices, span):
+            s = tid & (span - 1)
+            while s < n_slices:
                 acc += scratch[base + s * stride + index]
+                s += span
         return group_sum(buffer, tid, acc, span)
 
     @cuda.jit(device=True, inline=True)
@@ -158,7 +181,8 @@ if cuda is not None:
         speeds = cuda.local.array(UNROLL, np.float64)
         momentum = hyper[1] != 0
         acc = real(0)
-        for e0 in range(lane, count, UNROLL * lanes):
+        e0 = lane
+        while e0 < count:
             for u in range(UNROLL):
                 e = e0 + u * lanes
                 if e < count:
@@ -173,6 +197,7 @@ if cuda is not None:
                         w = step_held(theta, velocity, row + staged_k[e], w, real(speeds[u]),
                                       pending * real(staged[0, e]), hyper, decay, plain)
                     acc += w * real(staged[1, e])
+            e0 += UNROLL * lanes
         return acc
 
     @kernel(EPOCH_THREADS, cooperative=True)
@@ -203,9 +228,15 @@ if cuda is not None:
         for l in range(1, n_layers - 1):
             widest = max(widest, sizes[l])
         back_base = 2 * n_slices * n_classes
-        last_span = span_of((n_last + n_slices - 1) // n_slices)
-        slice_span = span_of(n_slices)
-        class_span = span_of(n_classes)
+        inverse = 1.0 / n_slices
+        first_slice = cuda.blockIdx.x  # this block's slices: first_slice, first_slice + slice_step, ...
+        slice_step = cuda.gridDim.x
+        last_shift = shift_of(floor_div(n_last + n_slices - 1, n_slices, inverse))
+        last_span = 1 << last_shift  # threads summing a class's logit share over the slice's units
+        slice_shift = shift_of(n_slices)
+        slice_span = 1 << slice_shift  # threads summing a value's shares over the slices
+        class_shift = shift_of(n_classes)
+        class_span = 1 << class_shift  # threads per unit of the last hidden layer in the backward pass
         total = 0.0
         prev = -1
         for t in range(order.shape[0]):
@@ -216,19 +247,22 @@ if cuda is not None:
             for l in range(1, n_layers):
                 n_in = sizes[l - 1]
                 w_off, b_off, a_l = layer_place(sizes, l)
-                lanes = max(EPOCH_LANES, EPOCH_THREADS // span_of((sizes[l] + n_slices - 1) // n_slices))
-                group = tid // lanes
-                lane = tid % lanes
+                lane_shift = max(LANES_SHIFT, EPOCH_SHIFT - shift_of(floor_div(sizes[l] + n_slices - 1, n_slices,
+                                                                               inverse)))
+                lanes = 1 << lane_shift
+                group = tid >> lane_shift
+                lane = tid & (lanes - 1)
                 passes = (n_in + STAGE - 1) // STAGE if l == 1 else 1
                 for p in range(passes):
                     count = 0
                     if l == 1:
                         count = stage_inputs(staged_k, staged, scan, X, i, prev, p * STAGE,
                                              min(n_in, (p + 1) * STAGE), not plain, tid)
-                    for s in range(cuda.blockIdx.x, n_slices, cuda.gridDim.x):
-                        r0, r1 = slice_range(sizes[l], s, n_slices)
-                        for j0 in range(r0, r1, EPOCH_THREADS // lanes):
-                            j = j0 + group
+                    s = first_slice
+                    while s < n_slices:
+                        r0, r1 = slice_range(sizes[l], s, n_slices, inverse)
+                        j = r0 + group
+                        while j - group < r1:
                             acc = zero
                             if j < r1 and l == 1:
                                 pending = deltas[j] if prev >= 0 else zero
@@ -236,8 +270,10 @@ if cuda is not None:
                                                       count, lane, lanes, hyper, decay, plain, prev >= 0)
                             elif j < r1:
                                 row = w_off + j * n_in
-                                for k in range(lane, n_in, lanes):
+                                k = lane
+                                while k < n_in:
                                     acc += theta[row + k] * acts[a_l - n_in + k]
+                                    k += lanes
                             dot = real(group_sum(buffer, tid, acc, lanes))
                             if lane == 0 and j < r1:
                                 if p > 0:
@@ -246,41 +282,53 @@ if cuda is not None:
                                     acts[a_l + j] = activate_device(dot + theta[b_off + j], code)
                                 else:
                                     acts[a_l + j] = dot
+                            j += EPOCH_THREADS >> lane_shift
+                        s += slice_step
                 if l < n_layers - 1:
                     grid_barrier()
             cuda.syncthreads()  # the last hidden layer's units are read by other threads of the block next
             # 2. Each slice's share of the logits, from its units of the last hidden layer.
-            for s in range(cuda.blockIdx.x, n_slices, cuda.gridDim.x):
-                r0, r1 = slice_range(n_last, s, n_slices)
-                for c0 in range(0, n_classes, EPOCH_THREADS // last_span):
-                    c = c0 + tid // last_span
+            s = first_slice
+            while s < n_slices:
+                r0, r1 = slice_range(n_last, s, n_slices, inverse)
+                c = tid >> last_shift
+                while c - (tid >> last_shift) < n_classes:
                     acc = zero
                     if c < n_classes:
-                        for j in range(r0 + tid % last_span, r1, last_span):
+                        j = r0 + (tid & (last_span - 1))
+                        while j < r1:
                             h = X[i, j] if from_inputs else acts[a_last + j]
                             acc += theta[w_out + c * n_last + j] * h
+                            j += last_span
                     share = group_sum(buffer, tid, acc, last_span)
-                    if tid % last_span == 0 and c < n_classes:
+                    if (tid & (last_span - 1)) == 0 and c < n_classes:
                         if s == 0:
                             share += theta[b_out + c]
                         scratch[shares + s * n_classes + c] = share
+                    c += EPOCH_THREADS >> last_shift
+                s += slice_step
             grid_barrier()
             # 3. Every block: the logits (the shares summed in a fixed order), the loss and the output delta.
-            for c0 in range(0, n_classes, EPOCH_THREADS // slice_span):
-                c = c0 + tid // slice_span
+            c = tid >> slice_shift
+            while c - (tid >> slice_shift) < n_classes:
                 logit = sum_of_shares(buffer, scratch, shares, n_classes, c, c < n_classes, tid, n_slices, slice_span)
-                if tid % slice_span == 0 and c < n_classes:
+                if (tid & (slice_span - 1)) == 0 and c < n_classes:
                     probs[c] = real(logit)
+                c += EPOCH_THREADS >> slice_shift
             cuda.syncthreads()
             label = y[i]
             z_label = probs[label]
             m = -math.inf
-            for c in range(tid % class_span, n_classes, class_span):
+            c = tid & (class_span - 1)
+            while c < n_classes:
                 m = max(m, probs[c])
+                c += class_span
             m = group_max(buffer, tid, m, class_span)
             exps = 0.0
-            for c in range(tid % class_span, n_classes, class_span):
+            c = tid & (class_span - 1)
+            while c < n_classes:
                 exps += math.exp(probs[c] - m)
+                c += class_span
             shift = m + math.log(group_sum(buffer, tid, exps, class_span))
             if cuda.blockIdx.x == 0 and tid == 0:
                 total += shift - z_label
@@ -289,28 +337,33 @@ if cuda is not None:
             cuda.syncthreads()
             # 4. Backward: each slice its columns of W_L, backpropagating into its units of the last hidden layer.
             #    A group of class_span threads per unit, a class each: one weight per thread at a time.
-            for s in range(cuda.blockIdx.x, n_slices, cuda.gridDim.x):
-                r0, r1 = slice_range(n_last, s, n_slices)
-                for j0 in range(r0, r1, EPOCH_THREADS // class_span):
-                    j = j0 + tid // class_span
+            s = first_slice
+            while s < n_slices:
+                r0, r1 = slice_range(n_last, s, n_slices, inverse)
+                j = r0 + (tid >> class_shift)
+                while j - (tid >> class_shift) < r1:
                     back = zero
                     h = zero
                     if j < r1:
                         h = X[i, j] if from_inputs else acts[a_last + j]
-                        for c in range(tid % class_span, n_classes, class_span):
+                        c = tid & (class_span - 1)
+                        while c < n_classes:
                             q = w_out + c * n_last + j
                             d = real(probs[c])
                             back += theta[q] * d
                             step_parameter(theta, velocity, q, d * h, hyper, decay, plain)
+                            c += class_span
                     back = real(group_sum(buffer, tid, back, class_span))
-                    if tid % class_span == 0 and j < r1 and not from_inputs:
+                    if (tid & (class_span - 1)) == 0 and j < r1 and not from_inputs:
                         d = back * derivative_device(h, code)
                         deltas[a_last + j] = d
                         if n_layers == 2:  # layer 1: the bias now, the weights with the next sample
                             step_parameter(theta, velocity, layer_place(sizes, 1)[1] + j, d, hyper, zero, plain)
+                    j += EPOCH_THREADS >> class_shift
                 if s == 0:
                     for c in range(tid, n_classes, EPOCH_THREADS):
                         step_parameter(theta, velocity, b_out + c, real(probs[c]), hyper, zero, plain)
+                s += slice_step
             cuda.syncthreads()
             # Then each hidden layer l >= 2: shares of δ_{l-1} from the slice's rows, updated in the same pass.
             for l in range(n_layers - 1, 1, -1):
@@ -318,8 +371,9 @@ if cuda is not None:
                 w_off, b_off, a_l = layer_place(sizes, l)
                 a_in = a_l - n_in
                 back_shares = back_base + (l % 2) * n_slices * widest
-                for s in range(cuda.blockIdx.x, n_slices, cuda.gridDim.x):
-                    r0, r1 = slice_range(sizes[l], s, n_slices)
+                s = first_slice
+                while s < n_slices:
+                    r0, r1 = slice_range(sizes[l], s, n_slices, inverse)
                     for k in range(tid, n_in, EPOCH_THREADS):
                         a_k = acts[a_in + k]
                         back = zero
@@ -331,24 +385,28 @@ if cuda is not None:
                         scratch[back_shares + s * n_in + k] = back
                     for j in range(r0 + tid, r1, EPOCH_THREADS):
                         step_parameter(theta, velocity, b_off + j, deltas[a_l + j], hyper, zero, plain)
+                    s += slice_step
                 grid_barrier()
-                for s in range(cuda.blockIdx.x, n_slices, cuda.gridDim.x):
-                    r0, r1 = slice_range(n_in, s, n_slices)
-                    for k0 in range(r0, r1, EPOCH_THREADS // slice_span):
-                        k = k0 + tid // slice_span
+                s = first_slice
+                while s < n_slices:
+                    r0, r1 = slice_range(n_in, s, n_slices, inverse)
+                    k = r0 + (tid >> slice_shift)
+                    while k - (tid >> slice_shift) < r1:
                         back = sum_of_shares(buffer, scratch, back_shares, n_in, k, k < r1, tid, n_slices, slice_span)
-                        if tid % slice_span == 0 and k < r1:
+                        if (tid & (slice_span - 1)) == 0 and k < r1:
                             d = real(back) * derivative_device(acts[a_in + k], code)
                             deltas[a_in + k] = d
                             if l == 2:  # layer 1: the bias now, the weights with the next sample
                                 step_parameter(theta, velocity, layer_place(sizes, 1)[1] + k, d, hyper, zero, plain)
+                        k += EPOCH_THREADS >> slice_shift
+                    s += slice_step
                 cuda.syncthreads()
             prev = i
-        # The last sample's pending first-layer update.
+        # The last sample's pending first-layer update (once a launch: plain loops).
         if prev >= 0 and n_layers >= 2:
             n0 = sizes[0]
             for s in range(cuda.blockIdx.x, n_slices, cuda.gridDim.x):
-                r0, r1 = slice_range(sizes[1], s, n_slices)
+                r0, r1 = slice_range(sizes[1], s, n_slices, inverse)
                 for q in range(r0 * n0 + tid, r1 * n0, EPOCH_THREADS):
                     step_parameter(theta, velocity, q, deltas[q // n0] * X[prev, q % n0], hyper, decay, plain)
         if cuda.blockIdx.x == 0 and tid == 0:
