@@ -110,16 +110,46 @@ def main():
 
 
 def per_sample_parts(args):
-    """Time the pieces a per-sample step is built from, each in a loop of ``n`` inside one launch."""
+    """Time the pieces a per-sample step is built from (:func:`micro_kernels`), then the per-sample kernel on
+    inputs that leave its first layer nothing to read, without a hidden layer, and with 16 inputs."""
     from numba import cuda
 
     from kernels import layout
     from kernels.cuda import per_sample
-    from kernels.cuda._launch import SIMULATED, grid_barrier
+    from kernels.cuda._launch import SIMULATED
     from kernels.optimizer import hyper
     from model import MLP
 
-    n = 3 if SIMULATED else 2000  # loop trips of each micro-kernel
+    rng = np.random.default_rng(1)
+    if not SIMULATED:  # the simulator cannot run kernels defined in a function (its cuda is not theirs)
+        micro_kernels(args.repeats, rng)
+    samples = args.samples
+    for sizes, density in (([784, 128, 10], 0.2), ([784, 128, 10], 0.0), ([784, 10], 0.2), ([16, 128, 10], 0.2)):
+        X = (rng.random((10_000, sizes[0])) * (rng.random((10_000, sizes[0])) < density)).astype(np.float32)
+        y = rng.integers(0, sizes[-1], 10_000)
+        net = MLP(sizes, backend="cuda", seed=0)
+        optimizer = hyper(0.01)
+        velocity = net._velocity_for(optimizer)
+        work = cuda.to_device(np.zeros(layout.workspace_size(sizes, 1), np.float32))
+        loss_sum = cuda.to_device(np.zeros(1))
+        order = cuda.to_device(rng.permutation(10_000)[:samples].astype(np.int64))
+        X_dev, y_dev = cuda.to_device(X), cuda.to_device(y)
+        for n_slices in sorted({1, per_sample.slices_for(sizes)}):
+            run = functools.partial(per_sample.sgd_epoch_variant, net._theta, velocity, net._sizes, net._activation,
+                                    X_dev, y_dev, order, optimizer, work, loss_sum, n_slices)
+            seconds = median_seconds(run, args.repeats, cuda.synchronize)
+            print(f"per-sample {'-'.join(map(str, sizes))}, inputs {density:.0%} nonzero, {n_slices} slices: "
+                  f"{seconds / samples * 1e6:.2f} µs/sample")
+
+
+def micro_kernels(repeats, rng):
+    """Time the grid barrier, ``syncthreads``, a dependent load and a 64-bit remainder, each ``n`` times in one
+    launch."""
+    from numba import cuda
+
+    from kernels.cuda._launch import EPOCH_THREADS, co_resident_blocks, grid_barrier
+
+    n = 2000  # loop trips of each micro-kernel
 
     @cuda.jit
     def barriers(count):
@@ -151,44 +181,13 @@ def per_sample_parts(args):
             x = (x * 7 + t) % divisor
         sink[cuda.grid(1)] = x
 
-    rng = np.random.default_rng(1)
-    if not SIMULATED:  # the simulator's cuda is not this closure's
-        micro_kernels(n, args.repeats, (barriers, block_syncs, load_chain, divisions), rng)
-    samples = args.samples
-    for sizes, density in (([784, 128, 10], 0.2), ([784, 128, 10], 0.0), ([784, 10], 0.2), ([16, 128, 10], 0.2)):
-        X = (rng.random((10_000, sizes[0])) * (rng.random((10_000, sizes[0])) < density)).astype(np.float32)
-        y = rng.integers(0, sizes[-1], 10_000)
-        net = MLP(sizes, backend="cuda", seed=0)
-        optimizer = hyper(0.01)
-        velocity = net._velocity_for(optimizer)
-        work = cuda.to_device(np.zeros(layout.workspace_size(sizes, 1), np.float32))
-        loss_sum = cuda.to_device(np.zeros(1))
-        order = cuda.to_device(rng.permutation(10_000)[:samples].astype(np.int64))
-        X_dev, y_dev = cuda.to_device(X), cuda.to_device(y)
-        for n_slices in sorted({1, per_sample.slices_for(sizes)}):
-            run = functools.partial(per_sample.sgd_epoch_variant, net._theta, velocity, net._sizes, net._activation,
-                                    X_dev, y_dev, order, optimizer, work, loss_sum, n_slices)
-            seconds = median_seconds(run, args.repeats, cuda.synchronize)
-            print(f"per-sample {'-'.join(map(str, sizes))}, inputs {density:.0%} nonzero, {n_slices} slices: "
-                  f"{seconds / samples * 1e6:.2f} µs/sample")
-
-
-def micro_kernels(n, repeats, compiled, rng):
-    """Time the grid barrier, ``syncthreads``, a dependent load and a 64-bit remainder, each ``n`` times in one
-    launch."""
-    from numba import cuda
-
-    from kernels.cuda._launch import EPOCH_THREADS, co_resident_blocks
-
-    barriers, block_syncs, load_chain, divisions = compiled
-
     def timed(compiled, grid, threads, *arguments):
         """µs per loop trip of ``compiled[grid, threads](*arguments)``."""
         return median_seconds(lambda: compiled[grid, threads](*arguments), repeats, cuda.synchronize) / n * 1e6
 
     barriers.max_threads = EPOCH_THREADS
-    for grid in sorted({1, min(16, co_resident_blocks(barriers, EPOCH_THREADS, (n,))),
-                        co_resident_blocks(barriers, EPOCH_THREADS, (n,))}):
+    resident = co_resident_blocks(barriers, EPOCH_THREADS, (n,))
+    for grid in sorted({1, min(16, resident), resident}):
         print(f"grid barrier, {grid} blocks x {EPOCH_THREADS}: {timed(barriers, grid, EPOCH_THREADS, n):.3f} µs")
     print(f"syncthreads, {EPOCH_THREADS} threads: {timed(block_syncs, 1, EPOCH_THREADS, n) * 1e3:.1f} ns")
     for entries in (1024, 1 << 20):  # within L1, then L2
