@@ -497,6 +497,26 @@ def test_minibatch_epoch_takes_the_blas_path_for_large_products(rng, monkeypatch
     assert taken == ["fused", "blas"]
 
 
+def test_the_path_choice_counts_the_sparse_first_layers_work(rng, monkeypatch):
+    """On sparse inputs the fused kernel multiplies only the non-zero ones: a step BLAS takes on dense data stays
+    with the fused kernel there (its first layer, 2·40·200 of the 19,600 multiply-adds, done at density ~0.2)."""
+    from kernels.cpu import minibatch, minibatch_blas
+    from kernels.cpu.network import input_density
+
+    assert minibatch_blas.fused_multiply_adds([20, 10, 3], 40, 0.2) == 19_600 - 12_800
+    assert minibatch_blas.fused_multiply_adds([20, 10, 3], 40) == minibatch_blas.step_multiply_adds([20, 10, 3], 40)
+    taken = []
+    monkeypatch.setattr(minibatch, "minibatch_epoch_blas", lambda *args: taken.append("blas"))
+    monkeypatch.setattr(minibatch, "minibatch_epoch_variant", lambda *args: taken.append("fused"))
+    monkeypatch.setattr(minibatch_blas, "BLAS_MIN_MULTIPLY_ADDS", 10_000)
+    for density in (1.0, 0.2):
+        sizes, theta, X, y, order = minibatch_epoch_case(rng, [20, 10, 3], np.float64, 40, density)
+        assert (input_density(X) <= minibatch.SPARSE_MAX_DENSITY) == (density < 1)
+        work = np.empty(layout.workspace_size(sizes, 40))
+        minibatch.minibatch_epoch(theta, theta[:1], sizes, 1, X, y, order, 40, hyper(0.1), work, np.zeros(1))
+    assert taken == ["blas", "fused"]
+
+
 def test_minibatch_epoch_rejects_an_empty_batch_size(under_test, rng):
     sizes, theta, X, y, order = minibatch_epoch_case(rng, [5, 3], np.float64, 6, 1.0)
     with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
@@ -603,6 +623,51 @@ def test_cache_directory_is_numbas(tmp_path):
     directory = pathlib.Path(result.stdout.strip())
     assert directory.parent == tmp_path
     assert list(directory.glob("softmax.row_log_sum_exp-*.nbi"))
+
+
+@pytest.mark.skipif(CUDA_UNDER_TEST, reason="the CPU kernels' compile options")
+def test_cpu_kernels_vectorise_with_the_widest_registers(rng):
+    """Every CPU kernel is compiled through the pipeline that sets ``prefer-vector-width=512``: the attribute is
+    in a kernel's LLVM IR, callees included, the results are unchanged, and on an AVX-512 CPU the loop uses zmm
+    registers (LLVM's tuning for Intel's AVX-512 CPUs would otherwise keep it to 256-bit ymm)."""
+    import importlib
+    import pkgutil
+
+    import llvmlite.binding as llvm
+    from numba import njit
+    from numba.core.registry import CPUDispatcher
+
+    import kernels.cpu
+    from kernels.cpu import _jit
+
+    dispatchers = [value for info in pkgutil.iter_modules(kernels.cpu.__path__)
+                   for value in vars(importlib.import_module(f"kernels.cpu.{info.name}")).values()
+                   if isinstance(value, CPUDispatcher) and value.py_func.__module__.startswith("kernels.cpu")]
+    assert len(dispatchers) > 30
+    for dispatcher in dispatchers:  # the parallel kernel's loops are in the kernels it calls; inlined helpers are
+        options = dispatcher.targetoptions  # compiled as part of their callers
+        if not options.get("parallel") and options.get("inline") != "always":
+            assert dispatcher._compiler.pipeline_class is _jit.WideVectorCompiler, dispatcher.py_func
+
+    def axpy_loop(a, x, y):
+        for i in range(x.shape[0]):
+            y[i] += a * x[i]
+
+    inner = njit(fastmath=set(_jit.FASTMATH), pipeline_class=_jit.WideVectorCompiler)(axpy_loop)
+
+    @njit(fastmath=set(_jit.FASTMATH), pipeline_class=_jit.WideVectorCompiler)
+    def outer(a, x, y):
+        inner(a, x, y)
+
+    x = rng.standard_normal(1000).astype(np.float32)
+    y = rng.standard_normal(1000).astype(np.float32)
+    expected = y + np.float32(2) * x
+    outer(np.float32(2), x, y)
+    np.testing.assert_allclose(y, expected, rtol=1e-6)
+    for function in (inner, outer):
+        assert _jit.VECTOR_WIDTH_ATTRIBUTE in function.inspect_llvm(function.signatures[0])
+    if "+avx512f" in llvm.get_host_cpu_features().flatten():
+        assert "zmm" in inner.inspect_asm(inner.signatures[0])
 
 
 @pytest.mark.skipif(CUDA_UNDER_TEST, reason="the CPU kernels' threads")

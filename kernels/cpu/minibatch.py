@@ -307,6 +307,9 @@ def minibatch_epoch(theta, velocity, sizes, activation, X, y, order, batch_size,
       product and its update are row operations ``z += x_k W_1ᵀ[k]`` and
       ``W_1ᵀ[k] -= η Σ_i x_ik δ_i`` over each sample's non-zero inputs only, exactly;
       dense inputs take register-blocked products;
+    * steps whose products are large, counting only the non-zero inputs where the
+      first layer is sparse (:func:`kernels.cpu.minibatch_blas.takes_blas_path`),
+      go to the BLAS path instead;
     * each step is two parallel passes (when it is large enough): the forward
       and backward passes by row ranges of the batch (:func:`_rows_pass`), then
       the updates by disjoint ranges of each layer's units (:func:`_update_pass`),
@@ -330,11 +333,13 @@ def minibatch_epoch(theta, velocity, sizes, activation, X, y, order, batch_size,
         ``loss_sum[0] +=`` each sample's loss, before the update of its step.
     """
     layout.batch_starts(order.shape[0], batch_size)  # checks batch_size as the other backends do
-    if minibatch_blas.takes_blas_path(sizes, min(batch_size, order.shape[0])):
-        minibatch_epoch_blas(theta, velocity, sizes, activation, X, y, order, batch_size, hyper, work, loss_sum)
-        return
     index_bytes = 4 * min(batch_size, order.shape[0]) * X.shape[1]
     max_density = SPARSE_MAX_DENSITY if index_bytes <= SPARSE_MAX_INDEX_BYTES else -1.0
+    density = input_density(X)  # the fused kernel's own choice of first layer, made here to weigh its work
+    if minibatch_blas.takes_blas_path(sizes, min(batch_size, order.shape[0]),
+                                      density if density <= max_density else 1.0):
+        minibatch_epoch_blas(theta, velocity, sizes, activation, X, y, order, batch_size, hyper, work, loss_sum)
+        return
     minibatch_epoch_variant(theta, velocity, sizes, activation, X, y, order, batch_size, tuple(hyper), work,
                             loss_sum, parallel_threads(), max_density)
 

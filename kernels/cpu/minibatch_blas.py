@@ -37,8 +37,9 @@ from kernels.cpu.sgd import optimizer_update, sgd_update
 from kernels.cpu.softmax import row_loss_and_gradient
 
 #: Multiply-adds of one step's products from which the BLAS path is taken: measured on this project's
-#: 2-core machine (``bench/test_minibatch_ablation.py``, group ``minibatch paths``), see bench/RESULTS.md.
-BLAS_MIN_MULTIPLY_ADDS = 1 << 27
+#: 2-core machine (``bench/sweeps.py --only paths``, ``bench/test_minibatch_ablation.py``), counted as the
+#: fused kernel does its work (:func:`fused_multiply_adds`); see bench/RESULTS.md.
+BLAS_MIN_MULTIPLY_ADDS = 1 << 26
 
 
 def step_multiply_adds(sizes, batch_size):
@@ -47,9 +48,18 @@ def step_multiply_adds(sizes, batch_size):
     return int(batch_size) * (3 * sum(weights) - weights[0])
 
 
-def takes_blas_path(sizes, batch_size):
-    """Whether a step of ``batch_size`` samples is large enough for the BLAS path to win."""
-    return step_multiply_adds(sizes, batch_size) >= BLAS_MIN_MULTIPLY_ADDS
+def fused_multiply_adds(sizes, batch_size, first_layer_density=1.0):
+    """:func:`step_multiply_adds` as the fused kernel does them: its sparse first layer multiplies only the
+    non-zero inputs, a fraction ``first_layer_density`` of the first layer's product and weight gradient
+    (1.0 when it takes the dense first layer)."""
+    first_layer = 2 * int(batch_size) * int(sizes[0]) * int(sizes[1])
+    return round(step_multiply_adds(sizes, batch_size) - (1.0 - first_layer_density) * first_layer)
+
+
+def takes_blas_path(sizes, batch_size, first_layer_density=1.0):
+    """Whether a step of ``batch_size`` samples is large enough for the BLAS path to win over the fused kernel,
+    whose first layer works on a fraction ``first_layer_density`` of the inputs."""
+    return fused_multiply_adds(sizes, batch_size, first_layer_density) >= BLAS_MIN_MULTIPLY_ADDS
 
 
 @jit
