@@ -19,6 +19,10 @@ its interquartile range. Experiments (``--only`` picks one):
     A two-thread cpu minibatch epoch timed right after a NumPy (BLAS) call, and
     0.3 s after one: what OpenBLAS's spinning threads cost a parallel numba
     kernel that follows them (``bench.conftest.BLAS_SETTLE_SECONDS``).
+``vector-width``
+    The epochs (per sample, with momentum, batches of 128 and 1,024) with the cpu
+    kernels vectorised for 512-bit and for 256-bit registers, each in a process
+    of its own (``kernels.cpu._jit.VECTOR_WIDTH_ATTRIBUTE``).
 ``paths``
     The fused minibatch kernel against the BLAS path on 784-128-10 and
     784-1024-1024-10 at several batch sizes, inputs 19% non-zero (``BLAS_MIN_MULTIPLY_ADDS``, on the
@@ -170,8 +174,84 @@ def paths(rounds):
                          alternate(variants, max(3, rounds // 3)))
 
 
+#: Run by :func:`vector_width` in a fresh process per variant: the kernels compiled with the given
+#: ``prefer-vector-width`` (into that variant's own numba cache), one untimed epoch, then one timed epoch of each
+#: workload, printed as ``name seconds`` lines.
+VECTOR_WIDTH_SCRIPT = """
+import sys, time
+import numpy as np
+from kernels.cpu import _jit
+_jit.VECTOR_WIDTH_ATTRIBUTE = '"prefer-vector-width"="' + sys.argv[1] + '"'
+from bench.sweeps import workloads
+for name, run in workloads().items():
+    run()
+    started = time.perf_counter()
+    run()
+    print(name, time.perf_counter() - started)
+"""
+
+
+def workloads():
+    """The epochs :func:`vector_width` times: 784-128-10 on 10,000 inputs 19% non-zero at random."""
+    from kernels.cpu.minibatch import minibatch_epoch
+    from kernels.cpu.per_sample import sgd_epoch
+
+    theta0, sizes = net_start([784, 128, 10])
+    X, y = random_zeros(10_000, 0.19)
+    order = np.random.default_rng(1).permutation(10_000).astype(np.int64)
+
+    def per_sample(momentum):
+        def run():
+            theta = theta0.copy()
+            work = np.zeros(layout.workspace_size(sizes, 1), np.float32)
+            sgd_epoch(theta, np.zeros_like(theta), sizes, RELU, X, y, order, hyper(0.01, momentum), work, np.zeros(1))
+        return run
+
+    def minibatch(batch_size):
+        def run():
+            theta = theta0.copy()
+            work = np.zeros(layout.workspace_size(sizes, batch_size), np.float32)
+            minibatch_epoch(theta, theta[:1], sizes, RELU, X, y, order, batch_size, hyper(0.01), work, np.zeros(1))
+        return run
+
+    return {"per-sample": per_sample(0.0), "per-sample-momentum-0.9": per_sample(0.9), "batch-128": minibatch(128),
+            "batch-1024": minibatch(1024)}
+
+
+def vector_width(rounds):
+    """The cpu kernels vectorised for 256-bit and for 512-bit registers (``kernels.cpu._jit.VECTOR_WIDTH_ATTRIBUTE``),
+    each in its own process and numba cache, the processes taking turns."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+    import tempfile
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    widths = ("512", "256")
+    seconds = {width: {} for width in widths}
+    with tempfile.TemporaryDirectory() as caches:
+        for r in range(rounds + 1):  # round 0 compiles into each cache and is not counted
+            for width in widths[r % 2:] + widths[:r % 2]:
+                environment = {**os.environ, "NUMBA_CACHE_DIR": os.path.join(caches, width),
+                               "PYTHONPATH": str(root)}
+                output = subprocess.run([sys.executable, "-c", VECTOR_WIDTH_SCRIPT, width], capture_output=True,
+                                        text=True, env=environment, check=True, cwd=root).stdout
+                if r > 0:
+                    for line in output.splitlines():
+                        name, value = line.split()
+                        seconds[width].setdefault(name, []).append(float(value))
+    print("\nvector width: the cpu kernels for 512-bit registers (shipped), then for 256-bit (LLVM's default here)")
+    for name in seconds["512"]:
+        wide = np.array(seconds["512"][name])
+        narrow = np.array(seconds["256"][name])
+        ratios = narrow / wide
+        print(f"  {name:<26} 512-bit {np.median(wide) * 1e3:7.1f} ms   256-bit {np.median(narrow) * 1e3:7.1f} ms   "
+              f"256 ÷ 512 {np.median(ratios):.2g} (IQR {np.subtract(*np.percentile(ratios, [75, 25])):.2g})")
+
+
 EXPERIMENTS = {"per-sample-density": per_sample_density, "minibatch-density": minibatch_density,
-               "blas-spin": blas_spin, "paths": paths}
+               "blas-spin": blas_spin, "paths": paths, "vector-width": vector_width}
 
 
 def main(argv=None):
