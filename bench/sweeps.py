@@ -19,6 +19,9 @@ its interquartile range. Experiments (``--only`` picks one):
     A two-thread cpu minibatch epoch timed right after a NumPy (BLAS) call, and
     0.3 s after one: what OpenBLAS's spinning threads cost a parallel numba
     kernel that follows them (``bench.conftest.BLAS_SETTLE_SECONDS``).
+``sparse-parts``
+    The fused kernel's sparse first layer on one thread: the product over the
+    non-zero inputs and the update, with their GFLOP/s.
 ``vector-width``
     The epochs (per sample, with momentum, batches of 128 and 1,024) with the cpu
     kernels vectorised for 512-bit and for 256-bit registers, each in a process
@@ -174,6 +177,34 @@ def paths(rounds):
                          alternate(variants, max(3, rounds // 3)))
 
 
+def sparse_parts(rounds):
+    """The fused kernel's sparse first layer, one thread, one 1,024-sample batch of MNIST-like inputs (19%
+    non-zero at random): the product ``Z = X W_1ᵀ`` over each sample's non-zero inputs, and the update of
+    ``W_1ᵀ`` (sorting the (sample, feature) pairs by feature, then accumulating)."""
+    from kernels.cpu.minibatch import sparse_rows_product, sparse_rows_update
+    from kernels.cpu.network import nonzero_union
+
+    X, _ = random_zeros(1024, 0.19)
+    rows = np.arange(1024, dtype=np.int64)
+    rng = np.random.default_rng(1)
+    W1T = (0.05 * rng.standard_normal((784, 128))).astype(np.float32)
+    G = rng.standard_normal((1024, 128)).astype(np.float32)
+    Z = np.empty((1024, 128), np.float32)
+    features = np.empty((1024, 784), np.int32)
+    counts = np.empty(1024, np.int64)
+
+    for i in range(1024):  # each sample's non-zero inputs, as the kernel lists them
+        counts[i] = nonzero_union(X[i], X[i], features[i])
+    result = alternate({
+        "sparse product": partial(sparse_rows_product, X, rows, features, counts, W1T, Z, 0, 1024),
+        "sparse update": partial(sparse_rows_update, X, rows, features, counts, G, W1T, 0, 784, np.float32(-1e-9)),
+    }, rounds, pause=0.05)
+    multiply_adds = int(counts.sum()) * 128
+    print_result(f"sparse first layer, batch 1024, one thread ({multiply_adds / 1e6:.0f}M multiply-adds each)", result)
+    for name in ("sparse product", "sparse update"):
+        print(f"  {name}: {2 * multiply_adds / result[name][0] / 1e9:.0f} GFLOP/s")
+
+
 #: Run by :func:`vector_width` in a fresh process per variant: the kernels compiled with the given
 #: ``prefer-vector-width`` (into that variant's own numba cache), one untimed epoch, then one timed epoch of each
 #: workload, printed as ``name seconds`` lines.
@@ -251,7 +282,8 @@ def vector_width(rounds):
 
 
 EXPERIMENTS = {"per-sample-density": per_sample_density, "minibatch-density": minibatch_density,
-               "blas-spin": blas_spin, "paths": paths, "vector-width": vector_width}
+               "blas-spin": blas_spin, "paths": paths, "vector-width": vector_width,
+               "sparse-parts": sparse_parts}
 
 
 def main(argv=None):

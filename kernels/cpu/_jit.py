@@ -29,8 +29,8 @@ ERROR_MODEL = "numpy"
 #: LLVM function attribute set on every CPU kernel: vectorise with the widest registers the CPU has.
 #: LLVM's tuning for Intel's AVX-512 CPUs (Skylake-X to Emerald Rapids) prefers 256-bit vectors, so
 #: without it numba's loops use half of each AVX-512 register: on this project's Xeon (Emerald Rapids)
-#: a batch-128 epoch ran 1.35x faster with it, a per-sample one 1.15x (bench/RESULTS.md). It changes
-#: nothing on a CPU without AVX-512.
+#: the epochs ran 1.1-1.4x faster with it (``bench/sweeps.py --only vector-width``, bench/RESULTS.md).
+#: It changes nothing on a CPU without AVX-512.
 VECTOR_WIDTH_ATTRIBUTE = '"prefer-vector-width"="512"'
 
 
