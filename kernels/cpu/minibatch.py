@@ -118,16 +118,19 @@ def _sparse_rows_update_block(X, rows, features, counts, G, W1T, k0, k1, alpha, 
             start[listed[t] - k0 + 1] += 1
     for k in range(1, k1 - k0 + 1):
         start[k] += start[k - 1]
-    entry_row = np.empty(start[k1 - k0], np.int32)  # the pairs' samples and values, sorted by feature
-    entry_value = np.empty(start[k1 - k0], G.dtype)
+    # The pairs sorted by feature, each as (sample, value) side by side: one cache line written per pair, not two.
+    # The sample's index is exact in float32: SPARSE_MAX_INDEX_BYTES keeps a sparse batch below 2²⁴ samples.
+    entries = np.empty((start[k1 - k0], 2), G.dtype)
+    real = G.dtype.type
     for r in range(n):
         x = X[rows[i0 + r]]
         listed = features[i0 + r]
+        sample = real(i0 + r)
         for t in range(first[r], stop[r]):
             slot = listed[t] - k0
             e = start[slot]
-            entry_row[e] = i0 + r
-            entry_value[e] = alpha * x[listed[t]]
+            entries[e, 0] = sample
+            entries[e, 1] = alpha * x[listed[t]]
             start[slot] = e + 1
     # start[k - k0] now ends feature k; feature k begins where feature k - 1 ends.
     e = 0
@@ -135,19 +138,19 @@ def _sparse_rows_update_block(X, rows, features, counts, G, W1T, k0, k1, alpha, 
         end = start[k - k0]
         w = W1T[k]
         while e + 4 <= end:
-            g0 = G[entry_row[e]]
-            g1 = G[entry_row[e + 1]]
-            g2 = G[entry_row[e + 2]]
-            g3 = G[entry_row[e + 3]]
-            c0 = entry_value[e]
-            c1 = entry_value[e + 1]
-            c2 = entry_value[e + 2]
-            c3 = entry_value[e + 3]
+            g0 = G[int(entries[e, 0])]
+            g1 = G[int(entries[e + 1, 0])]
+            g2 = G[int(entries[e + 2, 0])]
+            g3 = G[int(entries[e + 3, 0])]
+            c0 = entries[e, 1]
+            c1 = entries[e + 1, 1]
+            c2 = entries[e + 2, 1]
+            c3 = entries[e + 3, 1]
             for j in range(w.shape[0]):
                 w[j] += c0 * g0[j] + c1 * g1[j] + c2 * g2[j] + c3 * g3[j]
             e += 4
         while e < end:
-            axpy(entry_value[e], G[entry_row[e]], w)
+            axpy(entries[e, 1], G[int(entries[e, 0])], w)
             e += 1
 
 
