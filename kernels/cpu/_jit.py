@@ -30,7 +30,8 @@ ERROR_MODEL = "numpy"
 #: LLVM's tuning for Intel's AVX-512 CPUs (Skylake-X to Emerald Rapids) prefers 256-bit vectors, so
 #: without it numba's loops use half of each AVX-512 register: on this project's Xeon (Emerald Rapids)
 #: the epochs ran 1.1-1.4x faster with it (``bench/sweeps.py --only vector-width``, bench/RESULTS.md).
-#: It changes nothing on a CPU without AVX-512.
+#: It changes nothing on a CPU without AVX-512. (LLVM's preference dates from Skylake-X, whose clock drops
+#: under sustained 512-bit work; it has been measured here on Emerald Rapids only.)
 VECTOR_WIDTH_ATTRIBUTE = '"prefer-vector-width"="512"'
 
 
