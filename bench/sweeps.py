@@ -22,6 +22,9 @@ its interquartile range. Experiments (``--only`` picks one):
 ``sparse-parts``
     The fused kernel's sparse first layer on one thread: the product over the
     non-zero inputs and the update, with their GFLOP/s.
+``alignment``
+    The sparse first layer's parts and the fused minibatch epochs with their arrays on a cache line and
+    16 bytes into one (``kernels.layout.ALIGNMENT``).
 ``vector-width``
     The epochs (per sample, with momentum, batches of 128 and 1,024) with the cpu
     kernels vectorised for 512-bit and for 256-bit registers, each in a process
@@ -85,24 +88,24 @@ def random_zeros(n, density, seed=0):
     rng = np.random.default_rng(seed)
     X = rng.random((n, 784)).astype(np.float32)
     X[rng.random(X.shape) >= density] = 0
-    return X, rng.integers(0, 10, n)
+    return layout.aligned(X), rng.integers(0, 10, n)  # as the model passes its data
 
 
 def net_start(sizes):
     net = MLP(list(sizes), backend="cpu", seed=0)
-    return net._theta.copy(), layout.as_sizes(sizes)
+    return layout.aligned_copy(net._theta), layout.as_sizes(sizes)
 
 
 def density_sweep(title, n_samples, batch_size, variants_of, rounds):
     """For each density of :data:`DENSITIES`: ``variants_of(theta, sizes, X, y, order, work)`` timed by turns
     on 784-128-10 with ``n_samples`` random-zero inputs."""
     theta0, sizes = net_start([784, 128, 10])
-    work = np.zeros(layout.workspace_size(sizes, batch_size), np.float32)
+    work = layout.aligned_zeros(layout.workspace_size(sizes, batch_size), np.float32)
     order = np.arange(n_samples, dtype=np.int64)
     for density in DENSITIES:
         X, y = random_zeros(n_samples, density)
         print_result(f"{title}, density {density}",
-                     alternate(variants_of(theta0.copy(), sizes, X, y, order, work), rounds))
+                     alternate(variants_of(layout.aligned_copy(theta0), sizes, X, y, order, work), rounds))
 
 
 def per_sample_density(rounds):
@@ -125,9 +128,9 @@ def blas_spin(rounds):
     theta0, sizes = net_start([784, 128, 10])
     X, y = random_zeros(10_000, 0.19)
     order = np.arange(10_000, dtype=np.int64)
-    work = np.zeros(layout.workspace_size(sizes, 128), np.float32)
+    work = layout.aligned_zeros(layout.workspace_size(sizes, 128), np.float32)
     A = np.random.default_rng(1).random((512, 512)).astype(np.float32)
-    theta = theta0.copy()
+    theta = layout.aligned_copy(theta0)
 
     def epoch():
         minibatch_epoch_variant(theta, theta[:1], sizes, RELU, X, y, order, 128, hyper(0.01), work, np.zeros(1),
@@ -163,8 +166,8 @@ def paths(rounds):
     for sizes, batch_sizes in (([784, 128, 10], (128, 256, 1024)), ([784, 1024, 1024, 10], (32, 64, 256))):
         theta0, sizes = net_start(sizes)
         for batch_size in batch_sizes:
-            work = np.zeros(layout.workspace_size(sizes, batch_size), np.float32)
-            theta = theta0.copy()
+            work = layout.aligned_zeros(layout.workspace_size(sizes, batch_size), np.float32)
+            theta = layout.aligned_copy(theta0)
             variants = {
                 "fused kernel": partial(minibatch_epoch_variant, theta, theta[:1], sizes, RELU, X, y, order,
                                         batch_size, hyper(0.01), work, np.zeros(1), parallel_threads(), 0.25),
@@ -177,32 +180,82 @@ def paths(rounds):
                          alternate(variants, max(3, rounds // 3)))
 
 
+def placed(array, offset):
+    """A C-contiguous copy of ``array`` starting ``offset`` bytes into a cache line (NumPy puts large arrays 16
+    bytes in; the model, at 0: :func:`kernels.layout.aligned`)."""
+    buffer = layout.aligned_empty(array.nbytes + layout.ALIGNMENT, np.uint8)
+    copy = buffer[offset:offset + array.nbytes].view(array.dtype).reshape(array.shape)
+    copy[...] = array
+    return copy
+
+
+def sparse_layer(batch_size, offset=0):
+    """``{"sparse product": run, "sparse update": run}`` on one thread, and their multiply-adds: the fused kernel's
+    sparse first layer on one ``batch_size`` batch of inputs 19% non-zero at random, every array ``offset`` bytes
+    into a cache line."""
+    from kernels.cpu.minibatch import sparse_rows_product, sparse_rows_update
+    from kernels.cpu.network import nonzero_union
+
+    X, _ = random_zeros(batch_size, 0.19)
+    rows = np.arange(batch_size, dtype=np.int64)
+    rng = np.random.default_rng(1)
+    W1T = (0.05 * rng.standard_normal((784, 128))).astype(np.float32)
+    G = rng.standard_normal((batch_size, 128)).astype(np.float32)
+    X, W1T, G, Z = (placed(a, offset) for a in (X, W1T, G, np.zeros((batch_size, 128), np.float32)))
+    features = np.empty((batch_size, 784), np.int32)
+    counts = np.empty(batch_size, np.int64)
+    for i in range(batch_size):  # each sample's non-zero inputs, as the kernel lists them
+        counts[i] = nonzero_union(X[i], X[i], features[i])
+    return {"sparse product": partial(sparse_rows_product, X, rows, features, counts, W1T, Z, 0, batch_size),
+            "sparse update": partial(sparse_rows_update, X, rows, features, counts, G, W1T, 0, 784,
+                                     np.float32(-1e-9))}, int(counts.sum()) * 128
+
+
 def sparse_parts(rounds):
     """The fused kernel's sparse first layer, one thread, one 1,024-sample batch of MNIST-like inputs (19%
     non-zero at random): the product ``Z = X W_1ᵀ`` over each sample's non-zero inputs, and the update of
     ``W_1ᵀ`` (sorting the (sample, feature) pairs by feature, then accumulating)."""
-    from kernels.cpu.minibatch import sparse_rows_product, sparse_rows_update
-    from kernels.cpu.network import nonzero_union
-
-    X, _ = random_zeros(1024, 0.19)
-    rows = np.arange(1024, dtype=np.int64)
-    rng = np.random.default_rng(1)
-    W1T = (0.05 * rng.standard_normal((784, 128))).astype(np.float32)
-    G = rng.standard_normal((1024, 128)).astype(np.float32)
-    Z = np.empty((1024, 128), np.float32)
-    features = np.empty((1024, 784), np.int32)
-    counts = np.empty(1024, np.int64)
-
-    for i in range(1024):  # each sample's non-zero inputs, as the kernel lists them
-        counts[i] = nonzero_union(X[i], X[i], features[i])
-    result = alternate({
-        "sparse product": partial(sparse_rows_product, X, rows, features, counts, W1T, Z, 0, 1024),
-        "sparse update": partial(sparse_rows_update, X, rows, features, counts, G, W1T, 0, 784, np.float32(-1e-9)),
-    }, rounds, pause=0.05)
-    multiply_adds = int(counts.sum()) * 128
+    parts, multiply_adds = sparse_layer(1024)
+    result = alternate(parts, rounds, pause=0.05)
     print_result(f"sparse first layer, batch 1024, one thread ({multiply_adds / 1e6:.0f}M multiply-adds each)", result)
     for name in ("sparse product", "sparse update"):
         print(f"  {name}: {2 * multiply_adds / result[name][0] / 1e9:.0f} GFLOP/s")
+
+
+def repeat(function, times):
+    for _ in range(times):
+        function()
+
+
+def alignment(rounds):
+    """Arrays on a cache line against 16 bytes into one: the sparse first layer's parts on one thread (batches of
+    128 and 1,024), and the fused minibatch epochs with the data, weights and workspace placed either way (the
+    kernel's own transposed ``W_1ᵀ`` is aligned in both)."""
+    from kernels.cpu.minibatch import minibatch_epoch
+
+    for batch_size in (128, 1024):
+        placements = {offset: sparse_layer(batch_size, offset)[0] for offset in (16, 0)}
+        for part in ("sparse product", "sparse update"):
+            print_result(f"{part}, 8,192 samples in batches of {batch_size}, one thread", alternate(
+                {f"{offset} bytes in": partial(repeat, parts[part], 8192 // batch_size)
+                 for offset, parts in placements.items()}, rounds, pause=0.05))
+    theta0, sizes = net_start([784, 128, 10])
+    X, y = random_zeros(10_000, 0.19)
+    order = np.random.default_rng(1).permutation(10_000).astype(np.int64)
+
+    def epoch(batch_size, offset):
+        data = placed(X, offset)
+        work = placed(np.zeros(layout.workspace_size(sizes, batch_size), np.float32), offset)
+        theta = placed(theta0, offset)
+
+        def run():
+            theta[...] = theta0
+            minibatch_epoch(theta, theta[:1], sizes, RELU, data, y, order, batch_size, hyper(0.01), work, np.zeros(1))
+        return run
+
+    for batch_size in (128, 1024):
+        print_result(f"fused minibatch epoch, batch {batch_size}", alternate(
+            {f"{offset} bytes in": epoch(batch_size, offset) for offset in (16, 0)}, rounds))
 
 
 #: Run by :func:`vector_width` in a fresh process per variant: the kernels compiled with the given
@@ -233,15 +286,15 @@ def workloads():
 
     def per_sample(momentum):
         def run():
-            theta = theta0.copy()
-            work = np.zeros(layout.workspace_size(sizes, 1), np.float32)
+            theta = layout.aligned_copy(theta0)
+            work = layout.aligned_zeros(layout.workspace_size(sizes, 1), np.float32)
             sgd_epoch(theta, np.zeros_like(theta), sizes, RELU, X, y, order, hyper(0.01, momentum), work, np.zeros(1))
         return run
 
     def minibatch(batch_size):
         def run():
-            theta = theta0.copy()
-            work = np.zeros(layout.workspace_size(sizes, batch_size), np.float32)
+            theta = layout.aligned_copy(theta0)
+            work = layout.aligned_zeros(layout.workspace_size(sizes, batch_size), np.float32)
             minibatch_epoch(theta, theta[:1], sizes, RELU, X, y, order, batch_size, hyper(0.01), work, np.zeros(1))
         return run
 
@@ -283,7 +336,7 @@ def vector_width(rounds):
 
 EXPERIMENTS = {"per-sample-density": per_sample_density, "minibatch-density": minibatch_density,
                "blas-spin": blas_spin, "paths": paths, "vector-width": vector_width,
-               "sparse-parts": sparse_parts}
+               "sparse-parts": sparse_parts, "alignment": alignment}
 
 
 def main(argv=None):

@@ -8,6 +8,8 @@ import numbers
 
 import numpy as np
 
+from kernels import layout
+
 DTYPES = ("float32", "float64")
 
 
@@ -123,9 +125,9 @@ def check_features(name, X, n_features, dtype):
         raise ValueError(f"{name} is empty: shape {array.shape}")
     if array.shape[1] != n_features:
         raise ValueError(f"{name} must have {n_features} features (columns), got {array.shape[1]}")
-    converted = np.ascontiguousarray(array, dtype=dtype)
-    if not converted.flags.writeable:
-        converted = converted.copy()
+    converted = layout.aligned(array, dtype)  # as the kernels read it: one copy at most, made here
+    if not converted.flags.writeable:  # a read-only array that is aligned already comes back as it is
+        converted = layout.aligned_copy(converted)
     # min and max are NaN or infinite exactly when some value is: two passes, no temporary array.
     if not (np.isfinite(converted.min()) and np.isfinite(converted.max())):
         bad = int(np.count_nonzero(~np.isfinite(converted)))

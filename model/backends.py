@@ -17,6 +17,8 @@ import sys
 
 import numpy as np
 
+from kernels import layout
+
 BACKENDS = ("numpy", "cpu", "cuda", "auto")
 
 #: Multiply-adds per call of an epoch op (see ``MLP._chunk_samples``), chosen so that one call takes
@@ -35,18 +37,19 @@ class HostBackend:
         self.chunk_work = CHUNK_WORK[name]
 
     def to_device(self, array):
-        """The array the ops take (no copy for a C-contiguous host array)."""
-        return np.ascontiguousarray(array)
+        """The array the ops take: C-contiguous and starting on a cache line (:func:`kernels.layout.aligned`;
+        no copy for an array that already is)."""
+        return layout.aligned(array)
 
     def to_host(self, array):
         """A host copy, detached from the model's buffers."""
         return np.array(array, copy=True)
 
     def zeros(self, shape, dtype):
-        return np.zeros(shape, dtype=dtype)
+        return layout.aligned_zeros(shape, dtype)
 
     def copy(self, array):
-        return array.copy()
+        return layout.aligned_copy(array)
 
     def assign(self, destination, source):
         """``destination[...] = source`` for two arrays of this backend."""

@@ -15,6 +15,7 @@ from kernels import layout
 from kernels.activations import IDENTITY
 from kernels.cpu import minibatch_blas
 from kernels.cpu._jit import jit, jit_parallel
+from kernels.cpu.aligned import aligned_empty, aligned_transpose
 from kernels.cpu.linear import axpy, gemm_nt, gemm_rows, input_gradient
 from kernels.cpu.minibatch_blas import minibatch_epoch_blas
 from kernels.cpu.network import (
@@ -28,6 +29,7 @@ from kernels.cpu.network import (
 from kernels.cpu.scalar import derivative_scalar
 from kernels.cpu.sgd import optimizer_step
 from kernels.cpu.softmax import row_loss_and_gradient
+from kernels.layout import ALIGNMENT
 
 #: :func:`minibatch_epoch` takes the sparse first-layer path when at most this fraction of the
 #: inputs is non-zero (MNIST: 0.19). Measured on 784-128-10 with random zeros, 2 threads: the sparse
@@ -157,9 +159,11 @@ def _sparse_rows_update_block(X, rows, features, counts, G, W1T, k0, k1, alpha, 
 @jit
 def _step_layout(sizes, work, n):
     """Where a step of ``n`` samples keeps its data: each layer's offsets (see :func:`offsets`), the
-    workspace's activations and deltas, and the offset in ``work`` of the gathered inputs (n, n_0)."""
+    workspace's activations and deltas, and the offset in ``work`` of the gathered inputs (n, n_0), on a
+    cache line as :func:`kernels.layout.inputs_offset` places them."""
     w_off, b_off, a_off, n_params, n_acts = offsets(sizes, n)
-    return w_off, b_off, a_off, work[:n_acts], work[n_acts:2 * n_acts], 2 * n_acts + n_params
+    step = ALIGNMENT // 4
+    return w_off, b_off, a_off, work[:n_acts], work[n_acts:2 * n_acts], -(-(2 * n_acts + n_params) // step) * step
 
 
 @jit
@@ -371,11 +375,11 @@ def minibatch_epoch_variant(theta, velocity, sizes, activation, X, y, order, bat
     W1 = theta[:n1 * n0].reshape((n1, n0))
     density = input_density(X)
     sparse = density <= max_density
-    W1T = np.ascontiguousarray(W1.T) if sparse else np.empty((0, n1), theta.dtype)
+    W1T = aligned_transpose(W1) if sparse else np.empty((0, n1), theta.dtype)
     with_velocity = sparse and not plain
     V1 = velocity[:n1 * n0].reshape((n1, n0)) if with_velocity else np.empty((0, n0), theta.dtype)
-    V1T = np.ascontiguousarray(V1.T) if with_velocity else np.empty((0, n1), theta.dtype)
-    G1T = np.empty((n0 if with_velocity else 0, n1), theta.dtype)  # the sparse first layer's gradient
+    V1T = aligned_transpose(V1) if with_velocity else np.empty((0, n1), theta.dtype)
+    G1T = aligned_empty(n0 if with_velocity else 0, n1, theta)  # the sparse first layer's gradient
     rows_per_step = min(batch_size, order.shape[0])
     features = np.empty((rows_per_step if sparse else 0, n0), np.int32)
     counts = np.empty(rows_per_step, np.int64)

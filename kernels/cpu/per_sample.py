@@ -9,6 +9,7 @@ import numpy as np
 
 from kernels.activations import IDENTITY
 from kernels.cpu._jit import jit
+from kernels.cpu.aligned import aligned_transpose
 from kernels.cpu.linear import axpy
 from kernels.cpu.network import input_density, nonzero_union, offsets, sample_forward_above_first
 from kernels.cpu.per_sample_momentum import sgd_epoch_momentum
@@ -109,7 +110,7 @@ def sgd_epoch_variant(theta, sizes, activation, X, y, order, lr, work, loss_sum,
     deltas = work[n_acts:2 * n_acts]
     step = theta.dtype.type(lr)
     W1 = theta[w_off[0]:b_off[0]].reshape((n1, n0))
-    W1T = np.ascontiguousarray(W1.T)  # (n0, n1): row k holds the weights of input k
+    W1T = aligned_transpose(W1)  # (n0, n1): row k holds the weights of input k
     b1 = theta[b_off[0]:b_off[0] + n1]
     a1 = acts[:n1]
     d1 = deltas[:n1]

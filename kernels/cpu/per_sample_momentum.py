@@ -27,6 +27,7 @@ import numpy as np
 
 from kernels.activations import IDENTITY
 from kernels.cpu._jit import jit
+from kernels.cpu.aligned import aligned_transpose
 from kernels.cpu.network import nonzero_union, offsets, sample_forward_above_first
 from kernels.cpu.scalar import activate_scalar, derivative_scalar
 from kernels.cpu.sgd import flush_velocity, optimizer_step
@@ -184,8 +185,8 @@ def sgd_epoch_momentum(theta, velocity, sizes, activation, X, y, order, hyper, w
     deltas = work[n_acts:2 * n_acts]
     W1 = theta[w_off[0]:b_off[0]].reshape((n1, n0))
     V1 = velocity[w_off[0]:b_off[0]].reshape((n1, n0))
-    W1T = np.ascontiguousarray(W1.T)  # (n0, n1): row k holds the weights of input k, and its velocity
-    V1T = np.ascontiguousarray(V1.T)
+    W1T = aligned_transpose(W1)  # (n0, n1): row k holds the weights of input k, and its velocity
+    V1T = aligned_transpose(V1)
     b1 = theta[b_off[0]:b_off[0] + n1]
     vb1 = velocity[b_off[0]:b_off[0] + n1]
     a1 = acts[:n1]

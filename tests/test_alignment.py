@@ -1,0 +1,84 @@
+"""The arrays the CPU kernels read start on a cache line (``kernels.layout.ALIGNMENT``): the model's
+weights, velocity, work buffers and converted data, and the kernels' own transposed weights."""
+
+import numpy as np
+import pytest
+
+from kernels import layout
+from model import MLP, load_digits
+from tests.conftest import SIMULATOR
+
+pytestmark = pytest.mark.skipif(SIMULATOR, reason="host arrays: run in the normal (non-simulated) process")
+
+
+def misaligned(array):
+    """A C-contiguous copy of ``array`` that starts 16 bytes into a cache line, as NumPy often places them."""
+    buffer = np.empty(array.nbytes + 2 * layout.ALIGNMENT, np.uint8)
+    start = -buffer.ctypes.data % layout.ALIGNMENT + 16
+    copy = buffer[start:start + array.nbytes].view(array.dtype).reshape(array.shape)
+    copy[...] = array
+    return copy
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+@pytest.mark.parametrize("shape", [(0,), (1,), (7,), (13, 5), (3, 4, 5)])
+def test_aligned_allocations_start_on_a_cache_line(shape, dtype):
+    values = np.arange(np.prod(shape)).reshape(shape).astype(dtype)
+    for array in (layout.aligned_empty(shape, dtype), layout.aligned_zeros(shape, dtype),
+                  layout.aligned_copy(values), layout.aligned(misaligned(values))):
+        assert array.shape == shape and array.dtype == dtype
+        assert layout.is_aligned(array)
+    assert not layout.aligned_zeros(shape, dtype).any()
+    np.testing.assert_array_equal(layout.aligned_copy(values), values)
+    np.testing.assert_array_equal(layout.aligned(misaligned(values)), values)
+
+
+def test_aligned_copies_only_what_needs_it():
+    array = layout.aligned_copy(np.arange(12.0).reshape(3, 4))
+    assert layout.aligned(array) is array
+    converted = layout.aligned(array, np.float32)
+    assert converted.dtype == np.float32 and layout.is_aligned(converted)
+    np.testing.assert_array_equal(converted, array)
+    transposed = layout.aligned(array.T)  # not C-contiguous: copied
+    assert layout.is_aligned(transposed)
+    np.testing.assert_array_equal(transposed, array.T)
+    assert not layout.is_aligned(misaligned(array))
+
+
+@pytest.mark.parametrize("batch", [1, 3, 128])
+def test_the_gathered_inputs_start_on_a_cache_line(batch):
+    sizes = [784, 100, 10]
+    work = layout.aligned_zeros(layout.workspace_size(sizes, batch), np.float32)
+    acts, deltas, grad, inputs = layout.workspace_views(work, sizes, batch)
+    assert layout.is_aligned(inputs) and inputs.shape == (batch, 784)
+    assert grad.shape == (layout.param_count(sizes),)
+    assert np.shares_memory(work, inputs) and not np.shares_memory(grad, inputs)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cpu_transposed_weights_start_on_a_cache_line(dtype):
+    from kernels.cpu.aligned import aligned_transpose
+
+    W = misaligned(np.random.default_rng(0).standard_normal((37, 29)).astype(dtype))
+    WT = aligned_transpose(W)
+    assert WT.dtype == dtype and layout.is_aligned(WT)
+    np.testing.assert_array_equal(WT, W.T)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_the_model_keeps_its_arrays_aligned(backend):
+    X, y = load_digits()
+    X, y = X[:200], y[:200]
+    net = MLP([64, 16, 10], backend=backend, seed=0)
+    assert layout.is_aligned(net._theta)
+    misaligned_X = misaligned(X.astype(np.float64))  # another dtype than the model's, and misplaced
+    net.fit(misaligned_X, y, epochs=1, batch_size=8, momentum=0.5)
+    assert layout.is_aligned(net._theta) and layout.is_aligned(net._velocity)
+    backend_ = net._backend
+    for array in (backend_.to_device(misaligned_X), backend_.zeros((5, 3), np.float32), backend_.copy(misaligned_X)):
+        assert layout.is_aligned(array)
+    reference = MLP([64, 16, 10], backend=backend, seed=0)
+    reference.fit(np.ascontiguousarray(X, np.float64), y, epochs=1, batch_size=8, momentum=0.5)
+    for (W, b), (W_ref, b_ref) in zip(net.params, reference.params):  # where the data lies changes nothing
+        np.testing.assert_array_equal(W, W_ref)
+        np.testing.assert_array_equal(b, b_ref)
