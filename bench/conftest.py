@@ -58,7 +58,7 @@ def synthetic_dense(seed=0):
     rng = np.random.default_rng(seed)
     X = (rng.random((N_SAMPLES, SIZES[0])) * 0.25).astype(np.float32)
     y = (X @ rng.standard_normal((SIZES[0], SIZES[-1]))).argmax(axis=1).astype(np.int64)
-    return X, y
+    return layout.aligned(X), y
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +66,7 @@ def datasets():
     """``{"mnist": (X, y), "dense": (X, y)}``; "mnist" is synthetic when the real files are absent."""
     if MNIST_DIR.exists():
         X, y = load_mnist(MNIST_DIR, "train")
-        mnist = (np.ascontiguousarray(X[:N_SAMPLES]), y[:N_SAMPLES])
+        mnist = (layout.aligned(X[:N_SAMPLES]), y[:N_SAMPLES])  # placed as the model places its data
     else:
         mnist = synthetic_dense(1)
     return {"mnist": mnist, "dense": synthetic_dense(0)}
@@ -247,8 +247,9 @@ def let_blas_threads_sleep():
 
 
 def flat_theta(params):
-    """``[(W, b), ...]`` as the flat float32 ``theta`` the kernels take (see :mod:`kernels.layout`)."""
-    return np.concatenate([np.concatenate([W.ravel(), b]) for W, b in params]).astype(np.float32)
+    """``[(W, b), ...]`` as the flat float32 ``theta`` the kernels take (see :mod:`kernels.layout`), on a cache
+    line as the model places it."""
+    return layout.aligned(np.concatenate([np.concatenate([W.ravel(), b]) for W, b in params]), np.float32)
 
 
 #: Float32 training of a few hundred samples, summed in another order than the reference: the weight changes

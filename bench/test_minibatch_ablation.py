@@ -61,7 +61,7 @@ def test_minibatch_path(benchmark, datasets, initial_params, order, sizes, data,
     sizes = layout.as_sizes(sizes)
     params = initial_params if list(sizes) == SIZES else MLP(list(sizes), backend="numpy", seed=0).params
     start = flat_theta(params)
-    work = np.zeros(layout.workspace_size(sizes, batch_size), np.float32)
+    work = layout.aligned_zeros(layout.workspace_size(sizes, batch_size), np.float32)
     run = VARIANTS[variant]
     # Checked in float64 against the NumPy reference, where the paths agree to rounding, then timed in float32.
     checked, X64 = order[:3 * batch_size], X.astype(np.float64)
@@ -71,7 +71,7 @@ def test_minibatch_path(benchmark, datasets, initial_params, order, sizes, data,
     theta = start.astype(np.float64)
     run(theta, sizes, X64, y, checked, batch_size, work.astype(np.float64))
     np.testing.assert_allclose(theta, expected, rtol=1e-9, atol=1e-12)
-    theta = start.copy()
+    theta = layout.aligned_copy(start)
     let_blas_threads_sleep()
     benchmark.group = f"minibatch paths {'-'.join(map(str, sizes))} {data} batch {batch_size}"
     benchmark.extra_info.update(items=N_SAMPLES, unit="samples", label=variant,

@@ -59,7 +59,7 @@ def test_optimizer_epoch(benchmark, datasets, initial_params, order, variant, ba
     optimizer = SETTINGS[variant]
     runner = make_runner("cpu", initial_params, X, y, order, optimizer)
     if variant.endswith("every step"):
-        runner.work = np.zeros(layout.workspace_size(runner.sizes, 1), np.float32)
+        runner.work = layout.aligned_zeros(layout.workspace_size(runner.sizes, 1), np.float32)
         runner = EagerMomentumRunner(runner)
     samples = 300 if batch_size == 1 else 3 * batch_size
     check_against_reference(runner, initial_params, X, y, order, batch_size, samples, optimizer)

@@ -40,7 +40,7 @@ def test_sgd_epoch_variant(benchmark, datasets, initial_params, order, case, var
     sizes = layout.as_sizes(layer_sizes)
     params = initial_params if layer_sizes == SIZES else MLP(layer_sizes, backend="numpy", seed=0).params
     start = flat_theta(params)
-    work = np.zeros(layout.workspace_size(sizes, 1), np.float32)
+    work = layout.aligned_zeros(layout.workspace_size(sizes, 1), np.float32)
     flags = VARIANTS[variant]
 
     def epoch(theta, samples, data=X, work=work):
@@ -56,7 +56,7 @@ def test_sgd_epoch_variant(benchmark, datasets, initial_params, order, case, var
     reference.sgd_epoch(expected, expected[:1], sizes, RELU, X.astype(np.float64), y, order[:200], hyper(LR),
                         np.zeros(layout.workspace_size(sizes, 1)), np.zeros(1))
     np.testing.assert_allclose(theta, expected, rtol=1e-9, atol=1e-12)
-    theta = start.copy()
+    theta = layout.aligned_copy(start)
     benchmark.group = f"sgd_epoch savings {case}"
     benchmark.extra_info.update(items=N_SAMPLES, unit="samples")
     benchmark.pedantic(epoch, args=(theta, order), setup=lambda: theta.__setitem__(slice(None), start), rounds=7,

@@ -21,6 +21,7 @@ from bench.conftest import (
     time_entry,
 )
 from bench.peers import peer_names, torch_devices
+from kernels import layout
 from kernels.cpu.minibatch_blas import step_multiply_adds
 from model import MLP, load_mnist
 
@@ -48,7 +49,7 @@ def wide_data():
         rng = np.random.default_rng(3)
         X = (rng.random((60_000, 784)) * 0.25).astype(np.float32)
         y = rng.integers(0, 10, 60_000)
-    return np.ascontiguousarray(X), y, np.random.default_rng(4).permutation(60_000).astype(np.int64)
+    return layout.aligned(X), y, np.random.default_rng(4).permutation(60_000).astype(np.int64)
 
 
 def run_wide(benchmark, wide_data, backend, sizes, n_samples, batch_size, device):
