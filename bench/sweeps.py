@@ -52,18 +52,22 @@ from model import MLP
 DENSITIES = (0.2, 0.3, 0.5, 0.7, 0.85, 1.0)
 
 
-def alternate(variants, rounds, pause=0.3):
+def alternate(variants, rounds, pause=0.3, setups=None):
     """Time each ``variants[name]()`` once per round, in an order that rotates from round to round.
 
+    ``setups[name]()``, when given, runs untimed before each of ``name``'s calls (a reset of the weights).
     Returns ``{name: (median seconds, median ratio to the first variant, IQR of that ratio)}``; the ratios
     are taken within rounds, so that a slow spell of the machine shifts both sides of each.
     """
     names = list(variants)
+    setups = setups or {}
     for function in variants.values():  # compile, warm the caches
         function()
     seconds = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
+            if name in setups:
+                setups[name]()
             time.sleep(pause)
             started = time.perf_counter()
             variants[name]()
