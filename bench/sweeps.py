@@ -50,6 +50,8 @@ from kernels.optimizer import hyper
 from model import MLP
 
 DENSITIES = (0.2, 0.3, 0.5, 0.7, 0.85, 1.0)
+#: The share of non-zero pixels in MNIST, given to the random-zero inputs that stand in for it here.
+MNIST_DENSITY = 0.19
 
 
 def alternate(variants, rounds, pause=0.3, setups=None):
@@ -130,7 +132,7 @@ def minibatch_density(rounds):
 
 def blas_spin(rounds):
     theta0, sizes = net_start([784, 128, 10])
-    X, y = random_zeros(10_000, 0.19)
+    X, y = random_zeros(10_000, MNIST_DENSITY)
     order = np.arange(10_000, dtype=np.int64)
     work = layout.aligned_zeros(layout.workspace_size(sizes, 128), np.float32)
     A = np.random.default_rng(1).random((512, 512)).astype(np.float32)
@@ -165,7 +167,7 @@ def blas_spin(rounds):
 
 
 def paths(rounds):
-    X, y = random_zeros(10_000, 0.19)
+    X, y = random_zeros(10_000, MNIST_DENSITY)
     order = np.random.default_rng(1).permutation(10_000).astype(np.int64)
     for sizes, batch_sizes in (([784, 128, 10], (128, 256, 1024)), ([784, 1024, 1024, 10], (32, 64, 256))):
         theta0, sizes = net_start(sizes)
@@ -178,9 +180,10 @@ def paths(rounds):
                 "BLAS path": partial(minibatch_epoch_blas, theta, theta[:1], sizes, RELU, X, y, order, batch_size,
                                      hyper(0.01), work, np.zeros(1)),
             }
+            fused_count = fused_multiply_adds(sizes, batch_size, MNIST_DENSITY)
             print_result(f"{'-'.join(map(str, sizes))} batch {batch_size} "
                          f"({step_multiply_adds(sizes, batch_size) / 2 ** 20:.0f}·2²⁰ multiply-adds a step, "
-                         f"{fused_multiply_adds(sizes, batch_size, 0.19) / 2 ** 20:.0f}·2²⁰ in the fused kernel)",
+                         f"{fused_count / 2 ** 20:.0f}·2²⁰ in the fused kernel)",
                          alternate(variants, max(3, rounds // 3)))
 
 
@@ -200,7 +203,7 @@ def sparse_layer(batch_size, offset=0):
     from kernels.cpu.minibatch import sparse_rows_product, sparse_rows_update
     from kernels.cpu.network import nonzero_union
 
-    X, _ = random_zeros(batch_size, 0.19)
+    X, _ = random_zeros(batch_size, MNIST_DENSITY)
     rows = np.arange(batch_size, dtype=np.int64)
     rng = np.random.default_rng(1)
     W1T = (0.05 * rng.standard_normal((784, 128))).astype(np.float32)
@@ -244,7 +247,7 @@ def alignment(rounds):
                 {f"{offset} bytes in": partial(repeat, parts[part], 8192 // batch_size)
                  for offset, parts in placements.items()}, rounds, pause=0.05))
     theta0, sizes = net_start([784, 128, 10])
-    X, y = random_zeros(10_000, 0.19)
+    X, y = random_zeros(10_000, MNIST_DENSITY)
     order = np.random.default_rng(1).permutation(10_000).astype(np.int64)
 
     def epoch(batch_size, offset):
@@ -285,7 +288,7 @@ def workloads():
     from kernels.cpu.per_sample import sgd_epoch
 
     theta0, sizes = net_start([784, 128, 10])
-    X, y = random_zeros(10_000, 0.19)
+    X, y = random_zeros(10_000, MNIST_DENSITY)
     order = np.random.default_rng(1).permutation(10_000).astype(np.int64)
 
     def per_sample(momentum):
