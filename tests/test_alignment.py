@@ -83,3 +83,14 @@ def test_the_model_keeps_its_arrays_aligned(backend):
     for (W, b), (W_ref, b_ref) in zip(net.params, reference.params):  # where the data lies changes nothing
         np.testing.assert_array_equal(W, W_ref)
         np.testing.assert_array_equal(b, b_ref)
+
+
+@pytest.mark.parametrize("sizes", [[784, 128, 10], [64, 16, 10], [5, 7, 3, 2]])
+@pytest.mark.parametrize("batch", [1, 3, 16, 129])
+def test_the_cpu_kernel_gathers_its_inputs_where_the_layout_puts_them(sizes, batch):
+    """The fused minibatch kernel computes the inputs' offset itself (numba cannot call the layout's Python):
+    both must round it up alike, or the gathered inputs would overrun the work buffer."""
+    from kernels.cpu.minibatch import _step_layout
+
+    work = layout.aligned_zeros(layout.workspace_size(sizes, batch), np.float32)
+    assert _step_layout(layout.as_sizes(sizes), work, batch)[5] == layout.inputs_offset(sizes, batch)
