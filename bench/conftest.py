@@ -61,15 +61,19 @@ def synthetic_dense(seed=0):
     return layout.aligned(X), y
 
 
+def mnist_data():
+    """The first :data:`N_SAMPLES` MNIST training images, placed as the model places its data, and their labels;
+    :func:`synthetic_dense` inputs when the real files are absent."""
+    if MNIST_DIR.exists():
+        X, y = load_mnist(MNIST_DIR, "train")
+        return layout.aligned(X[:N_SAMPLES]), y[:N_SAMPLES]
+    return synthetic_dense(1)
+
+
 @pytest.fixture(scope="session")
 def datasets():
     """``{"mnist": (X, y), "dense": (X, y)}``; "mnist" is synthetic when the real files are absent."""
-    if MNIST_DIR.exists():
-        X, y = load_mnist(MNIST_DIR, "train")
-        mnist = (layout.aligned(X[:N_SAMPLES]), y[:N_SAMPLES])  # placed as the model places its data
-    else:
-        mnist = synthetic_dense(1)
-    return {"mnist": mnist, "dense": synthetic_dense(0)}
+    return {"mnist": mnist_data(), "dense": synthetic_dense(0)}
 
 
 @pytest.fixture(scope="session")

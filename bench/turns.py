@@ -22,31 +22,22 @@ import numpy as np
 
 from bench import peers
 from bench.conftest import (
-    MNIST_DIR,
     N_SAMPLES,
     SIZES,
     check_against_reference,
     kernel_threads,
     make_runner,
     matched_threads,
-    synthetic_dense,
+    mnist_data,
 )
 from bench.sweeps import alternate
-from kernels import layout
-from model import MLP, load_mnist
+from model import MLP
 
 WORKLOADS = {"per-sample": (SIZES, 1), "batch-128": (SIZES, 128), "batch-1024": (SIZES, 1024),
              "wide-256": ([784, 1024, 1024, 10], 256), "wide-1024": ([784, 1024, 1024, 10], 1024)}
 #: Peers left out of a workload: torch's nn+autograd loop takes seconds a per-sample epoch (it is in the suite),
 #: and scikit-learn has no per-sample mode.
 SKIPPED = {"per-sample": ("torch-eager-cpu", "sklearn")}
-
-
-def mnist():
-    if MNIST_DIR.exists():
-        X, y = load_mnist(MNIST_DIR, "train")
-        return layout.aligned(X[:N_SAMPLES]), y[:N_SAMPLES]
-    return synthetic_dense(1)
 
 
 def timed_epoch(runner, name, batch_size):
@@ -81,7 +72,7 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--only", choices=list(WORKLOADS))
     args = parser.parse_args(argv)
-    data = mnist()
+    data = mnist_data()
     for workload in WORKLOADS:
         if args.only in (None, workload):
             compare(workload, args.rounds, data)

@@ -13,11 +13,9 @@ pytestmark = pytest.mark.skipif(SIMULATOR, reason="host arrays: run in the norma
 
 def misaligned(array):
     """A C-contiguous copy of ``array`` that starts 16 bytes into a cache line, as NumPy often places them."""
-    buffer = np.empty(array.nbytes + 2 * layout.ALIGNMENT, np.uint8)
-    start = -buffer.ctypes.data % layout.ALIGNMENT + 16
-    copy = buffer[start:start + array.nbytes].view(array.dtype).reshape(array.shape)
-    copy[...] = array
-    return copy
+    from bench.sweeps import placed
+
+    return placed(np.asarray(array), 16)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
