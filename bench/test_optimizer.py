@@ -8,9 +8,12 @@ checked against the NumPy reference with the same setting.
 Per sample, momentum moves every weight on every step, where plain SGD skips
 the zero inputs of MNIST (about 81% of the pixels). The shipped kernel
 (:mod:`kernels.cpu.per_sample_momentum`) keeps the skip with an exact lazy
-decay: a weight row untouched for ``k`` steps catches up in one affine step,
-``μᵏ`` and its partial sums tabled. The entry "every weight every step"
-runs the same kernel with the skip turned off, for what the laziness saves.
+update: a row of ``W_1ᵀ`` is visited only where its input is non-zero, and
+catches up there on the steps it missed in one affine map (the powers of the
+zero-gradient step tabled, its own pending step's ``δ_1`` kept in a ring). The
+entry "every weight every step" runs the same kernel visiting every row at every
+sample, for what the laziness saves. ``python -m bench.turns --only momentum``
+times the ratio to plain SGD by turns.
 """
 
 import numpy as np

@@ -11,8 +11,10 @@ untimed) with its threads matched as in the suite, and the ratio
 figures a slow spell of the machine moves least. Workloads (``--only`` picks
 one): ``per-sample``, ``batch-128``, ``batch-1024`` (784-128-10 on 10,000
 MNIST images, or their synthetic stand-in without ``../shared``) and
-``wide-256``, ``wide-1024`` (784-1024-1024-10). Each runner is checked against
-the NumPy reference on its first samples before it is timed, as in the suite.
+``wide-256``, ``wide-1024`` (784-1024-1024-10); ``momentum`` times the cpu
+backend's per-sample epoch with each optimiser setting against plain SGD, its own
+baseline (issue 10's "within 2×"). Each runner is checked against the NumPy
+reference on its first samples before it is timed, as in the suite.
 """
 
 import argparse
@@ -22,6 +24,7 @@ import numpy as np
 
 from bench import peers
 from bench.conftest import (
+    LR,
     N_SAMPLES,
     SIZES,
     check_against_reference,
@@ -31,10 +34,16 @@ from bench.conftest import (
     mnist_data,
 )
 from bench.sweeps import alternate
+from kernels.optimizer import hyper
 from model import MLP
 
 WORKLOADS = {"per-sample": (SIZES, 1), "batch-128": (SIZES, 128), "batch-1024": (SIZES, 1024),
-             "wide-256": ([784, 1024, 1024, 10], 256), "wide-1024": ([784, 1024, 1024, 10], 1024)}
+             "wide-256": ([784, 1024, 1024, 10], 256), "wide-1024": ([784, 1024, 1024, 10], 1024),
+             "momentum": (SIZES, 1)}
+#: The cpu backend's entries of a workload that compares optimiser settings, the first the baseline; the other
+#: workloads time the cpu backend with plain SGD against the peers.
+SETTINGS = {"momentum": {"cpu, plain SGD": hyper(LR), "cpu, momentum 0.9": hyper(LR, 0.9),
+                         "cpu, momentum 0.9, Nesterov, weight decay 1e-4": hyper(LR, 0.9, True, 1e-4)}}
 #: Peers left out of a workload: torch's nn+autograd loop takes seconds a per-sample epoch (it is in the suite),
 #: and scikit-learn has no per-sample mode.
 SKIPPED = {"per-sample": ("torch-eager-cpu", "sklearn")}
@@ -50,21 +59,28 @@ def compare(workload, rounds, data):
     X, y = data
     order = np.random.default_rng(1).permutation(N_SAMPLES).astype(np.int64)
     params = MLP(sizes, backend="numpy", seed=0).params
-    names = ["cpu"] + [name for name in peers.peer_names() if peers.available(name)
-                       and name not in SKIPPED.get(workload, ())]
+    if workload in SETTINGS:
+        entries = {label: ("cpu", optimizer) for label, optimizer in SETTINGS[workload].items()}
+    else:
+        entries = {name: (name, None) for name in ["cpu"] + [name for name in peers.peer_names()
+                                                             if peers.available(name)
+                                                             and name not in SKIPPED.get(workload, ())]}
     runners = {}
-    for name in names:
-        runner = make_runner(name, params, X, y, order)
-        check_against_reference(runner, params, X, y, order, batch_size, 300 if batch_size == 1 else 3 * batch_size)
+    for label, (name, optimizer) in entries.items():
+        runner = make_runner(name, params, X, y, order, optimizer)
+        check_against_reference(runner, params, X, y, order, batch_size, 300 if batch_size == 1 else 3 * batch_size,
+                                optimizer)
         if hasattr(runner, "prepare"):
             runner.prepare(batch_size)  # JAX compiles, scikit-learn builds, for the whole epoch: untimed
-        runners[name] = runner
-    result = alternate({name: partial(timed_epoch, runner, name, batch_size) for name, runner in runners.items()},
-                       rounds, setups={name: runner.reset for name, runner in runners.items()})
+        runners[label] = runner
+    result = alternate({label: partial(timed_epoch, runner, entries[label][0], batch_size)
+                        for label, runner in runners.items()},
+                       rounds, setups={label: runner.reset for label, runner in runners.items()})
+    baseline = next(iter(entries))
     print(f"\n{workload}: {'-'.join(map(str, sizes))}, batch {batch_size}, {N_SAMPLES:,} samples, {rounds} rounds")
-    for name, (median, ratio, iqr) in result.items():
-        label = "cpu" if name == "cpu" else peers.label(name)
-        print(f"  {label:<42} {median * 1e3:9.1f} ms   time ÷ cpu {ratio:.2g} (IQR {iqr:.2g})")
+    for label, (median, ratio, iqr) in result.items():
+        shown = label if label in ("cpu", *SETTINGS.get(workload, ())) else peers.label(label)
+        print(f"  {shown:<50} {median * 1e3:9.1f} ms   time ÷ {baseline} {ratio:.2g} (IQR {iqr:.2g})")
 
 
 def main(argv=None):

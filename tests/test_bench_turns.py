@@ -49,3 +49,19 @@ def test_turns_checks_and_times_each_entry_from_the_same_weights(monkeypatch, ca
     out = capsys.readouterr().out
     assert "batch-128: 784-128-10, batch 128, 600 samples, 2 rounds" in out
     assert "cpu" in out and "time ÷ cpu 1 (IQR 0)" in out
+
+
+def test_turns_times_the_optimiser_settings_against_plain_sgd(monkeypatch, capsys):
+    from bench import turns
+    from model import load_digits
+
+    X, y = load_digits("float32")
+    # Scaled down: 784 inputs half of them lit drive momentum 0.9 at this rate into a divergence where two correct
+    # float32 runs part after ~250 samples (MNIST's inputs are 19% lit).
+    X = np.ascontiguousarray(np.tile(X, (1, 13))[:, :784]) * np.float32(0.25)
+    monkeypatch.setattr(turns, "N_SAMPLES", 400)
+    turns.compare("momentum", 2, (X[:400], y[:400]))
+    out = capsys.readouterr().out
+    assert "momentum: 784-128-10, batch 1, 400 samples, 2 rounds" in out
+    assert "cpu, plain SGD" in out and "time ÷ cpu, plain SGD 1 (IQR 0)" in out
+    assert "cpu, momentum 0.9 " in out and "cpu, momentum 0.9, Nesterov, weight decay 1e-4" in out

@@ -753,6 +753,31 @@ def test_lazy_momentum_catches_up_long_gaps(rng, dtype, optimizer):
         np.testing.assert_allclose(lazy, every, **tolerance(dtype))
 
 
+@pytest.mark.skipif(CUDA_UNDER_TEST, reason="the CPU kernel's lazy momentum")
+@pytest.mark.parametrize("optimizer", ["momentum", "nesterov+decay", "decay only"])
+def test_lazy_momentum_pending_steps_outlive_the_delta_ring(rng, dtype, optimizer):
+    """A row's step waits for its next visit with its sample's δ_1 in a ring of HISTORY samples: inputs lit once in
+    a long while (and one input lit in two samples 2.5 rings apart, one lit in consecutive samples) must be brought
+    up to date before their δ_1 leaves the ring, the same as the reference."""
+    from kernels.cpu.per_sample_momentum import HISTORY, sgd_epoch_momentum
+
+    parameters = {"momentum": hyper(0.02, 0.9), "nesterov+decay": hyper(0.02, 0.8, True, 0.01),
+                  "decay only": hyper(0.02, 0.0, False, 0.01)}[optimizer]
+    n = 3 * HISTORY + 37
+    sizes, theta, X, y = random_network(rng, [30, 6, 3], dtype, n)
+    X[rng.random(X.shape) >= 0.01] = 0
+    X[:, 0] = 0
+    X[[3, 3 + 5 * HISTORY // 2], 0] = 1.5
+    X[:, 1] = 0
+    X[[HISTORY - 1, HISTORY], 1] = -0.7
+    order = np.arange(n)
+    expected = train_op(reference, "sgd_epoch", theta, sizes, 1, X, y, order, parameters)
+    got = [theta.copy(), initial_velocity(theta), np.zeros(1)]
+    sgd_epoch_momentum(got[0], got[1], sizes, 1, X, y, order, parameters,
+                       poisoned(layout.workspace_size(sizes, 1), dtype), got[2], True)
+    check_trained(got, expected, dtype)
+
+
 @pytest.mark.parametrize("library", ["numpy's BLAS", "fallback"])
 @pytest.mark.parametrize("transpose_a", [False, True])
 @pytest.mark.parametrize("transpose_b", [False, True])

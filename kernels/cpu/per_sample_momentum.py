@@ -12,15 +12,23 @@ which plain SGD skips. Here they are skipped too, exactly, by a lazy update:
       v ← μ v + λ w,   w ← w − η (λ w + μ v)      (Nesterov)
 
   so ``j`` such steps are ``(w, v) ← Mʲ (w, v)``, with ``Mʲ`` tabled once per
-  call (in float64, :func:`zero_gradient_powers`);
-* each row ``k`` of ``W_1ᵀ`` (and of its velocity ``V_1ᵀ``) carries the number
-  of steps it has had; a sample visits the rows of its non-zero inputs and those
-  of the previous sample (whose update is pending, as in plain SGD), catches each
-  up with ``Mʲ``, applies the pending step, and accumulates ``z += x_k W_1ᵀ[k]``,
-  all in one pass over the row; the end of the call brings every row up to date.
+  call (in float64, :func:`zero_gradient_powers`), and a step with data gradient
+  ``x_k δ`` is ``(w, v) ← M (w, v) + x_k δ e`` (:func:`data_step_vector`);
+* a row ``k`` of ``W_1ᵀ`` (and of its velocity ``V_1ᵀ``) is visited only at the
+  samples whose input ``k`` is non-zero, where the forward sum needs it. Its
+  step from the sample ``p`` of its previous visit waits until then, with
+  ``δ_1`` of sample ``p`` kept in a ring of the last :data:`HISTORY` samples'
+  deltas: a visit at sample ``s`` brings the row from ``p`` steps to ``s`` in one
+  pass, ``(w, v) ← M^{s−p} (w, v) + x_pk M^{s−p−1} e δ_p``, then accumulates
+  ``z += x_sk W_1ᵀ[k]``. (Plain SGD's kernel visits the previous sample's rows
+  too, to apply its pending step; with momentum a row's pass moves twice the
+  bytes, and waiting takes a third of the visits away on MNIST.)
+* every :data:`HISTORY` / 2 samples, the rows whose pending step is about to
+  leave the ring are brought up to date, and the end of the call brings every
+  row up to date (:func:`bring_rows_up_to_date`).
 
 The deeper layers and the biases are updated in full at every step (small).
-``bench/test_momentum.py`` measures it against plain per-sample SGD.
+``bench/test_optimizer.py`` measures it against plain per-sample SGD.
 """
 
 import numpy as np
@@ -73,71 +81,88 @@ def affine_step(hyper, real):
     return real(0), lr
 
 
-@jit
-def first_layer_pass(W1T, V1T, features, count, steps, s, powers, x_prev, d1, x, z, hyper):
-    """Sample ``s``'s pass over the listed rows of ``W_1ᵀ`` and its velocity ``V_1ᵀ``: each row's zero-gradient
-    steps since it was last visited, the pending step of sample ``s - 1`` (gradient ``x_prev[k] δ_1``), then
-    ``z += x[k] W_1ᵀ[k]``.
+#: Samples whose first-layer deltas the per-sample momentum kernel keeps for the rows' pending steps.
+HISTORY = 512
 
-    With momentum the step of :func:`kernels.optimizer.sgd_step` is affine and has
-    no branch: ``g = x_prev[k] δ + λ w``, ``v ← μ v + g``, ``w ← w − a g − b v`` with
-    ``a = 0, b = η`` (classical) or ``a = η, b = η μ`` (Nesterov); the row loops
-    are written so, with the catch-up or without it (most rows: visited at the
-    previous sample too), and vectorise; a row whose input was zero in the previous
-    sample takes its pending step as one more power of ``M``. Weight decay without
-    momentum, where the velocity must stay as it is, takes the shared step.
+
+@jit
+def data_step_vector(hyper):
+    """``e`` of a step with data gradient ``g = x δ``: ``(w, v) ← M (w, v) + g e``. From
+    :func:`kernels.optimizer.sgd_step`: ``v' = μ v + λ w + g``, ``w' = w − a (g + λ w) − b v'`` (:func:`affine_step`),
+    so ``e = (−(a + b), 1)``; without momentum the velocity stays as it is, ``e = (−η, 0)``. Float64."""
+    a, b = affine_step(hyper, np.float64)
+    if hyper[1] == 0.0:
+        return -hyper[0], 0.0
+    return -(a + b), 1.0
+
+
+@jit
+def catch_up_coefficients(powers, j, x_pending, e0, e1, real):
+    """``(c0, c1, c2, c3, f0, f1)`` of a row brought ``j`` steps forward, the first of them its pending data step
+    (gradient ``x_pending δ``; 0 for none): ``w ← c0 w + c1 v + f0 δ``, ``v ← c2 w + c3 v + f1 δ``, that is
+    ``(w, v) ← Mʲ (w, v) + x_pending δ Mʲ⁻¹ e`` (``e`` of :func:`data_step_vector`). Computed in float64; ``f0`` and
+    ``f1`` below :data:`NEGLIGIBLE` are 0, as the ring's ``δ`` below it are, so that no product is subnormal."""
+    q = max(j - 1, 0)
+    f0 = x_pending * (powers[q, 0] * e0 + powers[q, 1] * e1)
+    f1 = x_pending * (powers[q, 2] * e0 + powers[q, 3] * e1)
+    return (real(powers[j, 0]), real(powers[j, 1]), real(powers[j, 2]), real(powers[j, 3]),
+            real(f0 if abs(f0) >= NEGLIGIBLE else 0.0), real(f1 if abs(f1) >= NEGLIGIBLE else 0.0))
+
+
+@jit
+def visit_rows(W1T, V1T, features, count, s, steps, pending, x_pending, history, powers, hyper, x, z):
+    """Sample ``s``'s pass over the rows ``features[:count]`` of ``W_1ᵀ`` and ``V_1ᵀ`` (its non-zero inputs): each
+    row brought to ``s`` steps (:func:`catch_up_coefficients`, ``δ`` of its pending step from ``history``), then
+    ``z += x_k W_1ᵀ[k]``; the row's step from this sample is left pending. The velocity is flushed
+    (:func:`kernels.cpu.sgd.flush_velocity`), and without momentum left as it is.
+
+    The loops index the matrices directly, in this function, with the momentum test outside them: the same loop
+    in a helper called per row, or behind a test inside it, ran 2-3× slower.
     """
     real = W1T.dtype.type
-    lr, momentum, nesterov, decay = real(hyper[0]), real(hyper[1]), hyper[2], real(hyper[3])
-    a, b = affine_step(hyper, real)
-    n1 = W1T.shape[1]
+    e0, e1 = data_step_vector(hyper)
+    with_velocity = hyper[1] != 0.0
     for t in range(count):
         k = features[t]
-        row = W1T[k]
-        vrow = V1T[k]
-        gap = s - 1 - steps[k]
-        steps[k] = s
-        xp = x_prev[k]
+        p = pending[k]
+        h = max(p, 0) % HISTORY
+        c0, c1, c2, c3, f0, f1 = catch_up_coefficients(powers, s - p if p >= 0 else s - steps[k],
+                                                       x_pending[k] if p >= 0 else 0.0, e0, e1, real)
         xk = x[k]
-        if momentum == 0:
-            c0, c1 = real(powers[gap, 0]), real(powers[gap, 1])
-            for j in range(n1):
-                w, _ = optimizer_step(c0 * row[j] + c1 * vrow[j], vrow[j], xp * d1[j], lr, momentum, nesterov,
-                                      decay)
-                row[j] = w
-                z[j] += xk * w
-        elif xp == 0:  # the pending step has no data gradient: it is one more zero-gradient step
-            c0, c1, c2, c3 = (real(powers[gap + 1, 0]), real(powers[gap + 1, 1]), real(powers[gap + 1, 2]),
-                              real(powers[gap + 1, 3]))
-            for j in range(n1):
-                w0 = row[j]
-                v0 = vrow[j]
-                w = c0 * w0 + c1 * v0
-                row[j] = w
-                vrow[j] = flush_velocity(c2 * w0 + c3 * v0)
-                z[j] += xk * w
-        elif gap == 0:
-            for j in range(n1):
-                w = row[j]
-                g = xp * d1[j] + decay * w
-                v = flush_velocity(momentum * vrow[j] + g)
-                w = w - a * g - b * v
-                row[j] = w
-                vrow[j] = v
-                z[j] += xk * w
+        if with_velocity:
+            for i in range(W1T.shape[1]):
+                w0 = W1T[k, i]
+                v0 = V1T[k, i]
+                w = c0 * w0 + c1 * v0 + f0 * history[h, i]
+                W1T[k, i] = w
+                V1T[k, i] = flush_velocity(c2 * w0 + c3 * v0 + f1 * history[h, i])
+                z[i] += xk * w
         else:
-            c0, c1, c2, c3 = (real(powers[gap, 0]), real(powers[gap, 1]), real(powers[gap, 2]),
-                              real(powers[gap, 3]))
-            for j in range(n1):
-                w0 = row[j]
-                v0 = vrow[j]
-                w = c0 * w0 + c1 * v0
-                g = xp * d1[j] + decay * w
-                v = flush_velocity(momentum * flush_velocity(c2 * w0 + c3 * v0) + g)
-                w = w - a * g - b * v
-                row[j] = w
-                vrow[j] = v
-                z[j] += xk * w
+            for i in range(W1T.shape[1]):
+                w = c0 * W1T[k, i] + f0 * history[h, i]
+                W1T[k, i] = w
+                z[i] += xk * w
+        steps[k] = s
+        pending[k] = s
+        x_pending[k] = xk
+
+
+@jit
+def bring_rows_up_to_date(W1T, V1T, s, steps, pending, x_pending, history, powers, hyper, older_than, every_row):
+    """Rows whose pending step is from a sample before ``older_than`` brought to ``s`` steps, none left pending;
+    with ``every_row`` also the rows without one (the end of the call)."""
+    up_to_date = np.zeros(W1T.shape[0], W1T.dtype)  # as a sample whose inputs are all zero: x_k = 0, no step
+    due = np.empty(W1T.shape[0], np.int64)
+    count = 0
+    for k in range(W1T.shape[0]):
+        p = pending[k]
+        if 0 <= p < older_than or (p < 0 and every_row and steps[k] < s):
+            due[count] = k
+            count += 1
+    scratch = np.zeros(W1T.shape[1], W1T.dtype)
+    visit_rows(W1T, V1T, due, count, s, steps, pending, x_pending, history, powers, hyper, up_to_date, scratch)
+    for t in range(count):
+        pending[due[t]] = -1
 
 
 @jit
@@ -194,23 +219,21 @@ def sgd_epoch_momentum(theta, velocity, sizes, activation, X, y, order, hyper, w
     code1 = IDENTITY if last == 0 else activation
     powers = zero_gradient_powers(n, hyper[0], hyper[1], hyper[2], hyper[3])
     steps = np.zeros(n0, np.int64)  # steps[k]: the steps row k of W_1ᵀ has had
+    pending = np.full(n0, -1, np.int64)  # pending[k]: the sample of row k's step still to apply, or -1
+    x_pending = np.zeros(n0)  # that sample's input k
+    history = np.zeros((HISTORY, n1), theta.dtype)  # history[p % HISTORY]: δ_1 of sample p
     features = np.arange(n0)
-    prev = order[0] if n > 0 else 0
     total = 0.0
     for s in range(n):
         i = order[s]
         x = X[i]
-        x_prev = X[prev]
-        count = nonzero_union(x, x_prev, features) if skip_zero_features else n0
-        # First layer: bring each visited row up to step s (the pending step s - 1 last), and z = b_1 + W_1 x.
+        if s > 0 and s % (HISTORY // 2) == 0:  # pending steps older than this are about to leave the ring
+            bring_rows_up_to_date(W1T, V1T, s, steps, pending, x_pending, history, powers, hyper, s - HISTORY // 2,
+                                  False)
+        count = nonzero_union(x, x, features) if skip_zero_features else n0
+        # First layer: bring each row of a non-zero input up to step s, and z = b_1 + W_1 x.
         a1[:] = b1
-        if s > 0:
-            first_layer_pass(W1T, V1T, features, count, steps, s, powers, x_prev, d1, x, a1, hyper)
-        else:
-            for t in range(count):
-                k = features[t]
-                for j in range(n1):
-                    a1[j] += x[k] * W1T[k, j]
+        visit_rows(W1T, V1T, features, count, s, steps, pending, x_pending, history, powers, hyper, x, a1)
         for j in range(n1):
             a1[j] = activate_scalar(a1[j], code1)
         sample_forward_above_first(theta, sizes, activation, acts, w_off, b_off, a_off)
@@ -229,14 +252,12 @@ def sgd_epoch_momentum(theta, velocity, sizes, activation, X, y, order, hyper, w
                              hyper)
             for k in range(n_in):
                 d_prev[k] *= derivative_scalar(a_prev[k], activation)
-        # First layer: the bias now, the weights in the next sample's pass (or at the end).
+        # First layer: the bias now, each weight row at its next visit (or at the end).
         for j in range(n1):
             b1[j], vb1[j] = optimizer_step(b1[j], vb1[j], d1[j], lr, momentum, nesterov, zero)
-        prev = i
-    if n > 0:  # every row up to step n: its zero-gradient steps, then the last sample's pending step
-        scratch = np.zeros(n1, theta.dtype)
-        first_layer_pass(W1T, V1T, np.arange(n0), n0, steps, n, powers, X[prev], d1, np.zeros(n0, theta.dtype),
-                         scratch, hyper)
+        for j in range(n1):  # as velocities are flushed: a product of tiny δ and f0 would be a subnormal float
+            history[s % HISTORY, j] = flush_velocity(d1[j])
+    bring_rows_up_to_date(W1T, V1T, n, steps, pending, x_pending, history, powers, hyper, n, True)
     W1[:] = W1T.T
     V1[:] = V1T.T
     loss_sum[0] += total
