@@ -104,6 +104,10 @@ def check_fraction(name, value):
     return value
 
 
+#: Input dtypes :func:`check_features` converts with numba's one-pass copy.
+NUMBA_COPIES = tuple(np.dtype(t) for t in (np.float32, np.float64, np.int32, np.int64, np.uint32, np.uint64))
+
+
 def check_features(name, X, n_features, dtype):
     """``X`` as a C-contiguous, writable ``(N, n_features)`` array of ``dtype``, finite, N >= 1."""
     if isinstance(X, np.ndarray):
@@ -125,12 +129,21 @@ def check_features(name, X, n_features, dtype):
         raise ValueError(f"{name} is empty: shape {array.shape}")
     if array.shape[1] != n_features:
         raise ValueError(f"{name} must have {n_features} features (columns), got {array.shape[1]}")
-    converted = layout.aligned(array, dtype)  # as the kernels read it: one copy at most, made here
-    if not converted.flags.writeable:  # a read-only array that is aligned already comes back as it is
-        converted = layout.aligned_copy(converted)
-    # min and max are NaN or infinite exactly when some value is: two passes, no temporary array.
-    if not (np.isfinite(converted.min()) and np.isfinite(converted.max())):
-        bad = int(np.count_nonzero(~np.isfinite(converted)))
+    # As the kernels read it, on a cache line: one copy at most, made here, counting NaN and infinite values as it
+    # goes (numba, one pass); none for an aligned, writable array of the dtype already. (Imported here: `import
+    # model` does not load numba.)
+    from kernels.cpu.aligned import copy_counting_non_finite, count_non_finite
+
+    if array.dtype == np.dtype(dtype) and layout.is_aligned(array) and array.flags.writeable:
+        converted = array
+        bad = count_non_finite(converted)
+    elif array.dtype.isnative and array.dtype in NUMBA_COPIES:
+        converted = layout.aligned_empty(array.shape, dtype)
+        bad = copy_counting_non_finite(array, converted)
+    else:  # bool, float16, small integers, long double, byte-swapped: NumPy converts
+        converted = layout.aligned_copy(array, dtype)
+        bad = count_non_finite(converted)
+    if bad:
         raise ValueError(f"{name} holds {bad} NaN or infinite values; all values must be finite")
     return converted
 

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from kernels import layout
 from model import MLP
 from tests.conftest import SIMULATOR
 
@@ -181,3 +182,43 @@ def test_architecture_is_read_only(trained):
         with pytest.raises(AttributeError):
             setattr(net, name, value)
     assert repr(net) == "MLP([6, 5, 3], activation='relu', backend='cpu', dtype='float32', seed=0)"
+
+
+INPUT_KINDS = {
+    "float32": lambda X: X.astype(np.float32),
+    "float64": lambda X: X,
+    "int32": lambda X: (X * 10).astype(np.int32),
+    "uint64": lambda X: (X * 10).astype(np.uint64),
+    "int8": lambda X: (X * 10).astype(np.int8),
+    "bool": lambda X: X > 0.5,
+    "float16": lambda X: X.astype(np.float16),
+    "big-endian float32": lambda X: X.astype(">f4"),
+    "Fortran order": lambda X: np.asfortranarray(X),
+    "every other column": lambda X: np.repeat(X, 2, axis=1)[:, ::2],
+    "read-only": lambda X: np.lib.stride_tricks.as_strided(X, writeable=False),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kind", list(INPUT_KINDS))
+def test_inputs_convert_to_aligned_model_arrays(dtype, kind):
+    """Every kind of 2-D numeric input becomes a C-contiguous, writable, aligned array of the model's dtype with the
+    same values (numba's one-pass copy where it can, NumPy's otherwise), and a NaN or infinite value in any of them,
+    also one that only the conversion makes (1e39 in float32), is named before anything runs."""
+    from model._checks import check_features
+
+    X = np.random.default_rng(0).random((33, 7))
+    given = INPUT_KINDS[kind](X)
+    converted = check_features("X", given, 7, np.dtype(dtype))
+    assert converted.dtype == np.dtype(dtype) and converted.flags.c_contiguous and converted.flags.writeable
+    assert layout.is_aligned(converted)
+    np.testing.assert_array_equal(converted, np.asarray(given).astype(dtype))
+    if np.asarray(given).dtype.kind == "f":
+        for bad, count in ((np.nan, 1), (np.inf, 2), (-np.inf, 1)):
+            spoiled = np.array(given, dtype=np.asarray(given).dtype)  # writable, C order
+            spoiled.flat[[5, 77][:count]] = bad
+            with pytest.raises(ValueError, match=f"X holds {count} NaN or infinite values"):
+                check_features("X", spoiled, 7, np.dtype(dtype))
+    if dtype == "float32" and kind == "float64":
+        with pytest.raises(ValueError, match="X holds 1 NaN or infinite values"):
+            check_features("X", np.where(np.arange(X.size).reshape(X.shape) == 9, 1e39, X), 7, np.dtype(dtype))

@@ -1,4 +1,5 @@
-"""Arrays allocated inside the kernels, starting on a cache line like the model's (:func:`kernels.layout.aligned`).
+"""Arrays on a cache line like the model's (:func:`kernels.layout.aligned`): allocated inside the kernels, and the
+data copied onto one at the model boundary.
 
 numba's ``np.empty`` starts a large array wherever its allocator does (32 bytes
 into a line for a (784, 128) float32 array here), and a transposed copy of a
@@ -30,3 +31,31 @@ def aligned_transpose(W):
         for j in range(W.shape[1]):
             WT[j, i] = W[i, j]
     return WT
+
+
+@jit
+def copy_counting_non_finite(source, destination):
+    """``destination[...] = source`` (2-D, cast to ``destination``'s dtype); returns how many copied values are NaN
+    or infinite. One pass over the data where NumPy's copy, ``min`` and ``max`` take three (3.2 against 6.6 ms for
+    10,000 MNIST images here). The test is a comparison, ``not |v| < ∞``, which fast-math arithmetic cannot fold
+    away as it can ``v − v``."""
+    bad = 0
+    for i in range(source.shape[0]):
+        row = source[i]
+        out = destination[i]
+        for k in range(source.shape[1]):
+            value = destination.dtype.type(row[k])
+            out[k] = value
+            bad += not (abs(value) < np.inf)
+    return bad
+
+
+@jit
+def count_non_finite(array):
+    """How many values of the 2-D ``array`` are NaN or infinite (:func:`copy_counting_non_finite` without a copy)."""
+    bad = 0
+    for i in range(array.shape[0]):
+        row = array[i]
+        for k in range(array.shape[1]):
+            bad += not (abs(row[k]) < np.inf)
+    return bad
