@@ -367,6 +367,20 @@ class ScikitLearnSGD:
         return [(W.T.copy(), b.copy()) for W, b in zip(self.estimator.coefs_, self.estimator.intercepts_)]
 
 
+class ProjectEstimator(ScikitLearnSGD):
+    """The same epoch through this project's ``model.sklearn.MLPClassifier`` on the cpu backend: not a peer, the
+    entry the scikit-learn peer is timed against in the estimator comparisons."""
+
+    def make_estimator(self, **settings):
+        from model.sklearn import MLPClassifier
+
+        return MLPClassifier(backend="cpu", dtype="float32", **settings)
+
+    def reset(self):
+        if self.estimator is not None:
+            self.estimator.model_.set_params(self.params0)
+
+
 def make_peer(peer, params, X, y, order):
     """The runner of ``peer`` (a name of :func:`peer_names`)."""
     kind, _, device = peer.rpartition("-") if peer != "sklearn" else ("sklearn", "", "cpu")

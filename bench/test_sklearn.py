@@ -19,25 +19,12 @@ from bench.conftest import (
     require_backend,
     time_entry,
 )
-from bench.peers import ScikitLearnSGD
+from bench.peers import ProjectEstimator, ScikitLearnSGD
 
 pytest.importorskip("sklearn")
 
 
-class NumbaMLPEstimator(ScikitLearnSGD):
-    """The same epoch through ``model.sklearn.MLPClassifier`` on the cpu backend."""
-
-    def make_estimator(self, **settings):
-        from model.sklearn import MLPClassifier
-
-        return MLPClassifier(backend="cpu", dtype="float32", **settings)
-
-    def reset(self):
-        if self.estimator is not None:
-            self.estimator.model_.set_params(self.params0)
-
-
-ESTIMATORS = {"model.sklearn.MLPClassifier (cpu)": NumbaMLPEstimator, "sklearn": ScikitLearnSGD}
+ESTIMATORS = {"model.sklearn.MLPClassifier (cpu)": ProjectEstimator, "sklearn": ScikitLearnSGD}
 
 
 @pytest.mark.parametrize("batch_size", [128, 1024])

@@ -13,7 +13,9 @@ one): ``per-sample``, ``batch-128``, ``batch-1024`` (784-128-10 on 10,000
 MNIST images, or their synthetic stand-in without ``../shared``) and
 ``wide-256``, ``wide-1024`` (784-1024-1024-10); ``momentum`` times the cpu
 backend's per-sample epoch with each optimiser setting against plain SGD, its own
-baseline (issue 10's "within 2×"). Each runner is checked against the NumPy
+baseline (issue 10's "within 2×"); ``estimator-128``, ``estimator-1024`` time
+one ``partial_fit`` epoch of ``model.sklearn.MLPClassifier`` against scikit-learn's
+(issue 10's "≥ 1.5× faster"), as ``bench/test_sklearn.py`` does. Each runner is checked against the NumPy
 reference on its first samples before it is timed, as in the suite.
 """
 
@@ -27,6 +29,7 @@ from bench.conftest import (
     LR,
     N_SAMPLES,
     SIZES,
+    PeerRunner,
     check_against_reference,
     kernel_threads,
     make_runner,
@@ -39,11 +42,14 @@ from model import MLP
 
 WORKLOADS = {"per-sample": (SIZES, 1), "batch-128": (SIZES, 128), "batch-1024": (SIZES, 1024),
              "wide-256": ([784, 1024, 1024, 10], 256), "wide-1024": ([784, 1024, 1024, 10], 1024),
-             "momentum": (SIZES, 1)}
+             "momentum": (SIZES, 1), "estimator-128": (SIZES, 128), "estimator-1024": (SIZES, 1024)}
 #: The cpu backend's entries of a workload that compares optimiser settings, the first the baseline; the other
 #: workloads time the cpu backend with plain SGD against the peers.
 SETTINGS = {"momentum": {"cpu, plain SGD": hyper(LR), "cpu, momentum 0.9": hyper(LR, 0.9),
                          "cpu, momentum 0.9, Nesterov, weight decay 1e-4": hyper(LR, 0.9, True, 1e-4)}}
+#: The entries of the estimator workloads, the first the baseline: (label, threads as whose, runner class).
+ESTIMATORS = [("model.sklearn.MLPClassifier (cpu)", "cpu", peers.ProjectEstimator),
+              ("scikit-learn MLPClassifier", "sklearn", peers.ScikitLearnSGD)]
 #: Peers left out of a workload: torch's nn+autograd loop takes seconds a per-sample epoch (it is in the suite),
 #: and scikit-learn has no per-sample mode.
 SKIPPED = {"per-sample": ("torch-eager-cpu", "sklearn")}
@@ -59,15 +65,19 @@ def compare(workload, rounds, data):
     X, y = data
     order = np.random.default_rng(1).permutation(N_SAMPLES).astype(np.int64)
     params = MLP(sizes, backend="numpy", seed=0).params
-    if workload in SETTINGS:
-        entries = {label: ("cpu", optimizer) for label, optimizer in SETTINGS[workload].items()}
+    if workload in SETTINGS:  # label: (threads as whose, runner, optimizer)
+        entries = {label: ("cpu", partial(make_runner, "cpu", params, X, y, order, optimizer), optimizer)
+                   for label, optimizer in SETTINGS[workload].items()}
+    elif workload.startswith("estimator"):
+        entries = {label: (name, lambda kind=kind: PeerRunner(kind(params, X, y, order)), None)
+                   for label, name, kind in ESTIMATORS if name == "cpu" or peers.available(name)}
     else:
-        entries = {name: (name, None) for name in ["cpu"] + [name for name in peers.peer_names()
-                                                             if peers.available(name)
-                                                             and name not in SKIPPED.get(workload, ())]}
+        entries = {name: (name, partial(make_runner, name, params, X, y, order), None)
+                   for name in ["cpu"] + [name for name in peers.peer_names() if peers.available(name)
+                                          and name not in SKIPPED.get(workload, ())]}
     runners = {}
-    for label, (name, optimizer) in entries.items():
-        runner = make_runner(name, params, X, y, order, optimizer)
+    for label, (_, make, optimizer) in entries.items():
+        runner = make()
         check_against_reference(runner, params, X, y, order, batch_size, 300 if batch_size == 1 else 3 * batch_size,
                                 optimizer)
         if hasattr(runner, "prepare"):
@@ -79,7 +89,7 @@ def compare(workload, rounds, data):
     baseline = next(iter(entries))
     print(f"\n{workload}: {'-'.join(map(str, sizes))}, batch {batch_size}, {N_SAMPLES:,} samples, {rounds} rounds")
     for label, (median, ratio, iqr) in result.items():
-        shown = label if label in ("cpu", *SETTINGS.get(workload, ())) else peers.label(label)
+        shown = label if label == "cpu" or label not in peers.peer_names() else peers.label(label)
         print(f"  {shown:<50} {median * 1e3:9.1f} ms   time ÷ {baseline} {ratio:.2g} (IQR {iqr:.2g})")
 
 

@@ -65,3 +65,18 @@ def test_turns_times_the_optimiser_settings_against_plain_sgd(monkeypatch, capsy
     assert "momentum: 784-128-10, batch 1, 400 samples, 2 rounds" in out
     assert "cpu, plain SGD" in out and "time ÷ cpu, plain SGD 1 (IQR 0)" in out
     assert "cpu, momentum 0.9 " in out and "cpu, momentum 0.9, Nesterov, weight decay 1e-4" in out
+
+
+def test_turns_times_the_project_estimator_against_scikit_learn(monkeypatch, capsys):
+    pytest.importorskip("sklearn")
+    from bench import turns
+    from model import load_digits
+
+    X, y = load_digits("float32")
+    X = np.ascontiguousarray(np.tile(X, (1, 13))[:, :784])
+    monkeypatch.setattr(turns, "N_SAMPLES", 512)
+    turns.compare("estimator-128", 2, (X[:512], y[:512]))
+    out = capsys.readouterr().out
+    assert "estimator-128: 784-128-10, batch 128, 512 samples, 2 rounds" in out
+    assert "time ÷ model.sklearn.MLPClassifier (cpu) 1 (IQR 0)" in out
+    assert "scikit-learn MLPClassifier" in out
