@@ -132,17 +132,19 @@ def check_features(name, X, n_features, dtype):
     # As the kernels read it, on a cache line: one copy at most, made here, counting NaN and infinite values as it
     # goes (numba, one pass); none for an aligned, writable array of the dtype already. (Imported here: `import
     # model` does not load numba.)
-    from kernels.cpu.aligned import copy_counting_non_finite, count_non_finite
+    from kernels.cpu.aligned import copy_counting_nonfinite
+    from kernels.cpu.sgd import count_nonfinite
 
-    if array.dtype == np.dtype(dtype) and layout.is_aligned(array) and array.flags.writeable:
-        converted = array
-        bad = count_non_finite(converted)
-    elif array.dtype.isnative and array.dtype in NUMBA_COPIES:
+    if array.dtype.isnative and array.dtype in NUMBA_COPIES and not (
+            array.dtype == np.dtype(dtype) and layout.is_aligned(array) and array.flags.writeable):
         converted = layout.aligned_empty(array.shape, dtype)
-        bad = copy_counting_non_finite(array, converted)
-    else:  # bool, float16, small integers, long double, byte-swapped: NumPy converts
-        converted = layout.aligned_copy(array, dtype)
-        bad = count_non_finite(converted)
+        bad = copy_counting_nonfinite(array, converted)
+    else:  # as it is when it is the kernels' array already; bool, float16, small integers, long double and
+        # byte-swapped inputs as NumPy converts them
+        converted = layout.aligned(array, dtype)
+        count = np.zeros(1, np.int64)
+        count_nonfinite(converted.reshape(-1), count)
+        bad = int(count[0])
     if bad:
         raise ValueError(f"{name} holds {bad} NaN or infinite values; all values must be finite")
     return converted
