@@ -14,8 +14,9 @@ MNIST images, or their synthetic stand-in without ``../shared``) and
 ``wide-256``, ``wide-1024`` (784-1024-1024-10); ``momentum`` times the cpu
 backend's per-sample epoch with each optimiser setting against plain SGD, its own
 baseline (issue 10's "within 2×"); ``estimator-128``, ``estimator-1024`` time
-one ``partial_fit`` epoch of ``model.sklearn.MLPClassifier`` against scikit-learn's
-(issue 10's "≥ 1.5× faster"), as ``bench/test_sklearn.py`` does. Each runner is checked against the NumPy
+one ``partial_fit`` epoch of ``model.sklearn.MLPClassifier`` against
+scikit-learn's (issue 10's "≥ 1.5× faster"), as ``bench/test_sklearn.py`` does,
+and skip without scikit-learn. Each runner is checked against the NumPy
 reference on its first samples before it is timed, as in the suite.
 """
 
@@ -69,8 +70,11 @@ def compare(workload, rounds, data):
         entries = {label: ("cpu", partial(make_runner, "cpu", params, X, y, order, optimizer), optimizer)
                    for label, optimizer in SETTINGS[workload].items()}
     elif workload.startswith("estimator"):
+        if not peers.available("sklearn"):  # model.sklearn needs it too
+            print(f"\n{workload}: skipped, scikit-learn is not installed")
+            return
         entries = {label: (name, lambda kind=kind: PeerRunner(kind(params, X, y, order)), None)
-                   for label, name, kind in ESTIMATORS if name == "cpu" or peers.available(name)}
+                   for label, name, kind in ESTIMATORS}
     else:
         entries = {name: (name, partial(make_runner, name, params, X, y, order), None)
                    for name in ["cpu"] + [name for name in peers.peer_names() if peers.available(name)
