@@ -8,6 +8,14 @@ from tests.conftest import SIMULATOR
 pytestmark = pytest.mark.skipif(SIMULATOR, reason="runs in the normal (non-simulated) process")
 
 
+def digits_with_784_inputs(scale=1.0):
+    """The bundled digits, their 64 pixels repeated to 784 inputs as the workloads' nets take, times ``scale``."""
+    from model import load_digits
+
+    X, y = load_digits("float32")
+    return np.ascontiguousarray(np.tile(X, (1, 13))[:, :784]) * np.float32(scale), y
+
+
 def test_alternate_rotates_the_order_and_sets_up_each_call_untimed(monkeypatch):
     from bench import sweeps
 
@@ -39,10 +47,7 @@ def test_alternate_rotates_the_order_and_sets_up_each_call_untimed(monkeypatch):
 
 def test_turns_checks_and_times_each_entry_from_the_same_weights(monkeypatch, capsys):
     from bench import peers, turns
-    from model import load_digits
-
-    X, y = load_digits("float32")
-    X = np.ascontiguousarray(np.tile(X, (1, 13))[:, :784])  # 784 inputs, as the workloads' nets take
+    X, y = digits_with_784_inputs()
     monkeypatch.setattr(turns, "N_SAMPLES", 600)
     monkeypatch.setattr(peers, "peer_names", lambda: [])  # the cpu backend alone: peers are optional extras
     turns.compare("batch-128", 2, (X[:600], y[:600]))
@@ -53,12 +58,9 @@ def test_turns_checks_and_times_each_entry_from_the_same_weights(monkeypatch, ca
 
 def test_turns_times_the_optimiser_settings_against_plain_sgd(monkeypatch, capsys):
     from bench import turns
-    from model import load_digits
-
-    X, y = load_digits("float32")
     # Scaled down: 784 inputs half of them lit drive momentum 0.9 at this rate into a divergence where two correct
     # float32 runs part after ~250 samples (MNIST's inputs are 19% lit).
-    X = np.ascontiguousarray(np.tile(X, (1, 13))[:, :784]) * np.float32(0.25)
+    X, y = digits_with_784_inputs(scale=0.25)
     monkeypatch.setattr(turns, "N_SAMPLES", 400)
     turns.compare("momentum", 2, (X[:400], y[:400]))
     out = capsys.readouterr().out
@@ -70,10 +72,7 @@ def test_turns_times_the_optimiser_settings_against_plain_sgd(monkeypatch, capsy
 def test_turns_times_the_project_estimator_against_scikit_learn(monkeypatch, capsys):
     pytest.importorskip("sklearn")
     from bench import turns
-    from model import load_digits
-
-    X, y = load_digits("float32")
-    X = np.ascontiguousarray(np.tile(X, (1, 13))[:, :784])
+    X, y = digits_with_784_inputs()
     monkeypatch.setattr(turns, "N_SAMPLES", 512)
     turns.compare("estimator-128", 2, (X[:512], y[:512]))
     out = capsys.readouterr().out
