@@ -707,6 +707,16 @@ def test_minibatch_epoch_keeps_its_sparse_index_small(monkeypatch, rng, index_li
     np.testing.assert_allclose(loss, expected_loss, **tolerance(np.float64))
 
 
+@pytest.mark.skipif(CUDA_UNDER_TEST, reason="the CPU kernel's register blocks")
+@pytest.mark.parametrize("n1", [128, 150])
+def test_minibatch_epoch_sparse_layer_in_register_blocks(rng, dtype, n1):
+    """Hidden layers as wide as a block of registers (128 float32 or 64 float64 lanes with AVX-512) and wider by a
+    remainder: the sparse product and update sum a block's columns in registers, the rest in loops of scalars."""
+    sizes, theta, X, y, order = minibatch_epoch_case(rng, [90, n1, 10], dtype, 300, 0.2)
+    for optimizer in ("plain", "momentum"):
+        check_cpu_minibatch_variant(theta, sizes, X, y, order, 70, 2, 2.0, optimizer)
+
+
 @pytest.mark.skipif(CUDA_UNDER_TEST, reason="the CPU kernel's sparse update")
 def test_minibatch_epoch_sparse_update_in_blocks(rng, dtype):
     """Batches longer than the sparse update's block of samples (two blocks and a short one)."""

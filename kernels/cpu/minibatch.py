@@ -28,6 +28,7 @@ from kernels.cpu.network import (
 )
 from kernels.cpu.scalar import derivative_scalar
 from kernels.cpu.sgd import optimizer_step
+from kernels.cpu.simd import block_fma, block_lanes, block_load, block_store, block_zeros
 from kernels.cpu.softmax import row_loss_and_gradient
 from kernels.layout import ALIGNMENT
 
@@ -58,30 +59,45 @@ def chunk(n, t, n_chunks, align):
 def sparse_rows_product(X, rows, features, counts, W1T, Z, r0, r1):
     """``Z[i] = Σ_t x_k W_1ᵀ[k]`` over the listed features ``k = features[i, t]`` of ``x = X[rows[i]]``.
 
-    For the rows ``i`` in ``[r0, r1)``; ``W_1ᵀ`` is (n_0, n_1), Z (B, n_1). Four
-    rows of ``W_1ᵀ`` per pass over ``Z[i]``.
+    For the rows ``i`` in ``[r0, r1)``; ``W_1ᵀ`` is (n_0, n_1), Z (B, n_1). Each
+    block of :func:`kernels.cpu.simd.block_lanes` columns of ``Z[i]`` sums in
+    registers over all of the sample's features, then is stored once; the last
+    columns take four rows of ``W_1ᵀ`` per pass over them.
     """
+    n1 = Z.shape[1]
+    lanes = block_lanes(Z)
     for i in range(r0, r1):
         x = X[rows[i]]
         z = Z[i]
-        z[:] = 0
         listed = features[i]
         count = counts[i]
+        j = 0
+        while j + lanes <= n1:
+            total = block_zeros(z)
+            for t in range(count):
+                k = listed[t]
+                total = block_fma(x[k], block_load(W1T[k], j), total)
+            block_store(z, j, total)
+            j += lanes
+        if j == n1:
+            continue
+        z_rest = z[j:]
+        z_rest[:] = 0
         t = 0
         while t + 4 <= count:
-            w0 = W1T[listed[t]]
-            w1 = W1T[listed[t + 1]]
-            w2 = W1T[listed[t + 2]]
-            w3 = W1T[listed[t + 3]]
+            w0 = W1T[listed[t], j:]
+            w1 = W1T[listed[t + 1], j:]
+            w2 = W1T[listed[t + 2], j:]
+            w3 = W1T[listed[t + 3], j:]
             c0 = x[listed[t]]
             c1 = x[listed[t + 1]]
             c2 = x[listed[t + 2]]
             c3 = x[listed[t + 3]]
-            for j in range(z.shape[0]):
-                z[j] += c0 * w0[j] + c1 * w1[j] + c2 * w2[j] + c3 * w3[j]
+            for u in range(z_rest.shape[0]):
+                z_rest[u] += c0 * w0[u] + c1 * w1[u] + c2 * w2[u] + c3 * w3[u]
             t += 4
         for u in range(t, count):
-            axpy(x[listed[u]], W1T[listed[u]], z)
+            axpy(x[listed[u]], W1T[listed[u], j:], z_rest)
 
 
 #: :func:`sparse_rows_update` sorts and applies a batch this many samples at a time, so that their
@@ -97,8 +113,8 @@ def sparse_rows_update(X, rows, features, counts, G, W1T, k0, k1, alpha):
     restricted to the inputs ``[k0, k1)``, touching only the rows of ``W_1ᵀ`` of
     non-zero inputs. For each block of :data:`UPDATE_ROWS` samples, the
     (sample, feature) pairs are first sorted by feature (a counting sort), so
-    that each row of ``W_1ᵀ`` is read and written once per block, taking four
-    samples per pass. Threads take disjoint feature ranges: whole rows of ``W_1ᵀ``.
+    that each row of ``W_1ᵀ`` is read and written once per block, and sums its
+    samples' terms in registers (:mod:`kernels.cpu.simd`). Threads take disjoint feature ranges: whole rows of ``W_1ᵀ``.
     """
     for i0 in range(0, rows.shape[0], UPDATE_ROWS):
         i1 = min(i0 + UPDATE_ROWS, rows.shape[0])
@@ -134,26 +150,40 @@ def _sparse_rows_update_block(X, rows, features, counts, G, W1T, k0, k1, alpha, 
             entries[e, 0] = sample
             entries[e, 1] = alpha * x[listed[t]]
             start[slot] = e + 1
-    # start[k - k0] now ends feature k; feature k begins where feature k - 1 ends.
-    e = 0
+    # start[k - k0] now ends feature k; feature k begins where feature k - 1 ends. Each block of lanes of W_1ᵀ[k]
+    # sums its feature's entries in registers; the last columns take four entries per pass over them.
+    n1 = W1T.shape[1]
+    lanes = block_lanes(W1T)
+    e0 = 0
     for k in range(k0, k1):
         end = start[k - k0]
         w = W1T[k]
-        while e + 4 <= end:
-            g0 = G[int(entries[e, 0])]
-            g1 = G[int(entries[e + 1, 0])]
-            g2 = G[int(entries[e + 2, 0])]
-            g3 = G[int(entries[e + 3, 0])]
-            c0 = entries[e, 1]
-            c1 = entries[e + 1, 1]
-            c2 = entries[e + 2, 1]
-            c3 = entries[e + 3, 1]
-            for j in range(w.shape[0]):
-                w[j] += c0 * g0[j] + c1 * g1[j] + c2 * g2[j] + c3 * g3[j]
-            e += 4
-        while e < end:
-            axpy(entries[e, 1], G[int(entries[e, 0])], w)
-            e += 1
+        j = 0
+        while j + lanes <= n1:
+            total = block_load(w, j)
+            for e in range(e0, end):
+                total = block_fma(entries[e, 1], block_load(G[int(entries[e, 0])], j), total)
+            block_store(w, j, total)
+            j += lanes
+        if j < n1:
+            w_rest = w[j:]
+            e = e0
+            while e + 4 <= end:
+                g0 = G[int(entries[e, 0]), j:]
+                g1 = G[int(entries[e + 1, 0]), j:]
+                g2 = G[int(entries[e + 2, 0]), j:]
+                g3 = G[int(entries[e + 3, 0]), j:]
+                c0 = entries[e, 1]
+                c1 = entries[e + 1, 1]
+                c2 = entries[e + 2, 1]
+                c3 = entries[e + 3, 1]
+                for u in range(w_rest.shape[0]):
+                    w_rest[u] += c0 * g0[u] + c1 * g1[u] + c2 * g2[u] + c3 * g3[u]
+                e += 4
+            while e < end:
+                axpy(entries[e, 1], G[int(entries[e, 0]), j:], w_rest)
+                e += 1
+        e0 = end
 
 
 @jit

@@ -116,7 +116,7 @@ def sgd_epoch_variant(theta, sizes, activation, X, y, order, lr, work, loss_sum,
     d1 = deltas[:n1]
     code1 = IDENTITY if last == 0 else activation
     g1 = np.zeros(n1, theta.dtype)  # η δ_1 of the sample whose first-layer update is pending
-    features = np.arange(n0)  # every input, unless each sample's non-zero ones are listed over it
+    features = np.arange(n0).astype(np.int32)  # every input, unless each sample's non-zero ones are listed over it
     prev = order[0] if order.shape[0] > 0 else 0
     total = 0.0
     for s in range(order.shape[0]):

@@ -222,7 +222,7 @@ def sgd_epoch_momentum(theta, velocity, sizes, activation, X, y, order, hyper, w
     pending = np.full(n0, -1, np.int64)  # pending[k]: the sample of row k's step still to apply, or -1
     x_pending = np.zeros(n0)  # that sample's input k
     history = np.zeros((HISTORY, n1), theta.dtype)  # history[p % HISTORY]: δ_1 of sample p
-    features = np.arange(n0)
+    features = np.arange(n0).astype(np.int32)
     total = 0.0
     for s in range(n):
         i = order[s]
