@@ -109,7 +109,8 @@ NUMBA_COPIES = tuple(np.dtype(t) for t in (np.float32, np.float64, np.int32, np.
 
 
 def check_features(name, X, n_features, dtype):
-    """``X`` as a C-contiguous, writable ``(N, n_features)`` array of ``dtype``, finite, N >= 1."""
+    """``X`` as a C-contiguous, writable ``(N, n_features)`` array of ``dtype``, finite, N >= 1: ``X`` itself when it
+    is one, else a copy on a cache line."""
     if isinstance(X, np.ndarray):
         array = X
     else:
@@ -129,19 +130,20 @@ def check_features(name, X, n_features, dtype):
         raise ValueError(f"{name} is empty: shape {array.shape}")
     if array.shape[1] != n_features:
         raise ValueError(f"{name} must have {n_features} features (columns), got {array.shape[1]}")
-    # As the kernels read it, on a cache line: one copy at most, made here, counting NaN and infinite values as it
-    # goes (numba, one pass); none for an aligned, writable array of the dtype already. (Imported here: `import
-    # model` does not load numba.)
+    # As the kernels read it: one copy at most, made here onto a cache line, counting NaN and infinite values as it
+    # goes (numba, one pass); none for a C-contiguous, writable array of the dtype already, wherever it starts (the
+    # kernels read data 16 bytes into a line as fast: bench/RESULTS.md). (Imported here: `import model` does not
+    # load numba.)
     from kernels.cpu.aligned import copy_counting_nonfinite
     from kernels.cpu.sgd import count_nonfinite
 
-    if array.dtype.isnative and array.dtype in NUMBA_COPIES and not (
-            array.dtype == np.dtype(dtype) and layout.is_aligned(array) and array.flags.writeable):
+    as_it_is = array.dtype == np.dtype(dtype) and array.flags.c_contiguous and array.flags.writeable
+    if array.dtype.isnative and array.dtype in NUMBA_COPIES and not as_it_is:
         converted = layout.aligned_empty(array.shape, dtype)
         bad = copy_counting_nonfinite(array, converted)
     else:  # as it is when it is the kernels' array already; bool, float16, small integers, long double and
         # byte-swapped inputs as NumPy converts them
-        converted = layout.aligned(array, dtype)
+        converted = array if as_it_is else layout.aligned(array, dtype)
         count = np.zeros(1, np.int64)
         count_nonfinite(converted.reshape(-1), count)
         bad = int(count[0])

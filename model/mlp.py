@@ -261,7 +261,7 @@ class MLP:
         """Class probabilities, shape (N, n_classes); each row sums to 1."""
         X = self._features(X)
         n, n_classes = X.shape[0], self.layer_sizes[-1]
-        X_dev = self._backend.to_device(X)
+        X_dev = self._backend.data_to_device(X)
         probs = self._backend.zeros((n, n_classes), self.dtype)
         work = self._eval_work(n)
         for start in range(0, n, EVAL_BATCH):
@@ -286,7 +286,7 @@ class MLP:
     def _loss_and_accuracy(self, X, y):
         X = self._features(X)
         y = self._labels(y, X.shape[0])
-        return self._evaluate(self._backend.to_device(X), self._backend.to_device(y), X.shape[0],
+        return self._evaluate(self._backend.data_to_device(X), self._backend.to_device(y), X.shape[0],
                               self._eval_work(X.shape[0]))
 
     def gradients(self, X, y):
@@ -298,7 +298,7 @@ class MLP:
         acts = self._backend.zeros(n_acts, self.dtype)
         deltas = self._backend.zeros(n_acts, self.dtype)
         grad = self._backend.zeros(self.n_params, self.dtype)
-        X_dev, y_dev = self._backend.to_device(X), self._backend.to_device(y)
+        X_dev, y_dev = self._backend.data_to_device(X), self._backend.to_device(y)
         ops = self._backend.ops
         ops.mlp_forward(self._theta, self._sizes, self._activation, X_dev, acts)
         ops.mlp_backward(self._theta, self._sizes, self._activation, X_dev, y_dev, acts, deltas, grad)
@@ -414,9 +414,9 @@ class MLP:
 
         backend = self._backend
         history = History()
-        X_dev, y_dev = backend.to_device(X), backend.to_device(y)
+        X_dev, y_dev = backend.data_to_device(X), backend.to_device(y)
         if validation_data is not None:
-            X_val_dev, y_val_dev = backend.to_device(X_val), backend.to_device(y_val)
+            X_val_dev, y_val_dev = backend.data_to_device(X_val), backend.to_device(y_val)
         # One work buffer serves the training steps and the validation batches.
         work = backend.zeros(layout.workspace_size(self.layer_sizes, max(batch_size, min(EVAL_BATCH, n_val))),
                              self.dtype)

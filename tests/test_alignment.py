@@ -1,5 +1,6 @@
 """The arrays the CPU kernels read start on a cache line (``kernels.layout.ALIGNMENT``): the model's
-weights, velocity, work buffers and converted data, and the kernels' own transposed weights."""
+weights, velocity, work buffers and converted data, and the kernels' own transposed weights; data already
+in the model's dtype is read where it lies."""
 
 import numpy as np
 import pytest
@@ -79,6 +80,31 @@ def test_the_model_keeps_its_arrays_aligned(backend):
     reference = MLP([64, 16, 10], backend=backend, seed=0)
     reference.fit(np.ascontiguousarray(X, np.float64), y, epochs=1, batch_size=8, momentum=0.5)
     for (W, b), (W_ref, b_ref) in zip(net.params, reference.params):  # where the data lies changes nothing
+        np.testing.assert_array_equal(W, W_ref)
+        np.testing.assert_array_equal(b, b_ref)
+
+
+@pytest.mark.parametrize("batch_size", [1, 8, 200])
+def test_data_of_the_models_dtype_is_read_where_it_lies(batch_size, monkeypatch):
+    """The training data, C-contiguous in the model's dtype but 16 bytes into a cache line, is neither copied nor
+    moved (the kernels read it in place: no second copy of a large data set) and trains to the same weights, bit for
+    bit, as an aligned copy of it, per sample, in minibatches and through the BLAS path's in-place rows."""
+    from kernels.cpu import minibatch_blas
+    from model._checks import check_features
+
+    if batch_size == 200:  # the whole data set in order, one step: the BLAS path reads it in place
+        monkeypatch.setattr(minibatch_blas, "BLAS_MIN_MULTIPLY_ADDS", 1)
+    X, y = load_digits()
+    X, y = X[:200], y[:200]
+    misaligned_X = misaligned(X.astype(np.float32))
+    assert not layout.is_aligned(misaligned_X)
+    assert check_features("X", misaligned_X, 64, np.dtype(np.float32)) is misaligned_X
+    net = MLP([64, 16, 10], backend="cpu", seed=0)
+    assert net._backend.data_to_device(misaligned_X) is misaligned_X
+    net.fit(misaligned_X, y, epochs=2, batch_size=batch_size, shuffle=batch_size != 200)
+    reference = MLP([64, 16, 10], backend="cpu", seed=0)
+    reference.fit(layout.aligned_copy(misaligned_X), y, epochs=2, batch_size=batch_size, shuffle=batch_size != 200)
+    for (W, b), (W_ref, b_ref) in zip(net.params, reference.params):
         np.testing.assert_array_equal(W, W_ref)
         np.testing.assert_array_equal(b, b_ref)
 
