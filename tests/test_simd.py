@@ -23,7 +23,6 @@ from kernels.cpu.simd import (
     block_load,
     block_store,
     block_zeros,
-    list_nonzero_lanes,
     register_lanes,
 )
 
@@ -46,22 +45,6 @@ def weighted_row_sum(W, rows, coefficients, z, start):
 def add_scaled(a, start, scale, b, out):
     """``out[start:start + lanes] = a[start:start + lanes] + scale · b[start:start + lanes]``."""
     block_store(out, start, block_fma(scale, block_load(b, start), block_load(a, start)))
-
-
-@njit
-def list_nonzero(x, x_prev, indices):
-    """The indices where ``x`` or ``x_prev`` is non-zero, a register at a time, then one by one."""
-    count = 0
-    listed_up_to = 0
-    lanes = register_lanes(x)
-    while listed_up_to + lanes <= x.shape[0]:
-        count = list_nonzero_lanes(x, x_prev, listed_up_to, indices, count)
-        listed_up_to += lanes
-    for k in range(listed_up_to, x.shape[0]):
-        if x[k] != 0 or x_prev[k] != 0:
-            indices[count] = k
-            count += 1
-    return count
 
 
 def test_lanes_follow_the_registers(dtype):
@@ -92,16 +75,16 @@ def test_block_fma_of_one_row(rng, dtype):
     assert np.isnan(out[:9]).all()
 
 
-@pytest.mark.skipif(not COMPRESS_STORE, reason="the compressing store needs AVX-512")
 @pytest.mark.parametrize("n", [5, 16, 301, 784])
-def test_list_nonzero_lanes(rng, dtype, n):
-    """Non-zero entries of either row, in order; a NaN counts as non-zero, a negative zero as zero."""
+def test_nonzero_union_lists_nan_and_not_negative_zero(rng, dtype, n):
+    """Non-zero entries of either row, in order (a register at a time with AVX-512, :func:`list_nonzero_lanes`, the
+    last ones one by one); a NaN counts as non-zero, a negative zero as zero."""
     x, x_prev = (np.where(rng.random(n) < 0.2, rng.standard_normal(n), 0.0).astype(dtype) for _ in range(2))
     x[n // 3] = np.nan
     x[n // 2] = -0.0
     for prev in (x, x_prev):
         indices = np.full(n, -1, np.int32)
-        count = list_nonzero(x, prev, indices)
+        count = network.nonzero_union(x, prev, indices)
         np.testing.assert_array_equal(indices[:count], np.flatnonzero((x != 0) | (prev != 0)))
 
 
@@ -125,5 +108,6 @@ def test_wrong_operands_fail_to_compile():
 
     with pytest.raises(TypingError, match="expected a C-contiguous 1-D float array"):
         add_scaled(np.zeros(64, np.int64), 0, 1.0, np.zeros(64, np.int64), np.zeros(64, np.int64))
-    with pytest.raises(TypingError, match="indices must be a C-contiguous 1-D int32 array"):
-        list_nonzero(np.zeros(64), np.zeros(64), np.zeros(64, np.int64))
+    if COMPRESS_STORE:
+        with pytest.raises(TypingError, match="indices must be a C-contiguous 1-D int32 array"):
+            njit(network.nonzero_union.py_func)(np.zeros(64), np.zeros(64), np.zeros(64, np.int64))
