@@ -79,6 +79,19 @@ def _check_row(name, array):
         raise TypingError(f"{name}: expected a C-contiguous 1-D float array, got {array}")
 
 
+def _check_float_array(name, array):
+    if not (isinstance(array, types.Array) and isinstance(array.dtype, types.Float)):
+        raise TypingError(f"{name}: expected a float array, got {array}")
+
+
+def _splat(builder, element, vector_type):
+    """``element`` in every lane of a ``vector_type``."""
+    undefined = ir.Constant(vector_type, ir.Undefined)
+    lane_zero = builder.insert_element(undefined, element, ir.Constant(ir.IntType(32), 0))
+    every_lane_from_zero = ir.Constant(ir.VectorType(ir.IntType(32), vector_type.count), [0] * vector_type.count)
+    return builder.shuffle_vector(lane_zero, undefined, every_lane_from_zero)
+
+
 def _lane_pointer(context, builder, array_type, array_value, start, vector_type):
     """Pointer to ``array[start]``, as a pointer to a vector of lanes (no wraparound, no bounds check)."""
     array = context.make_array(array_type)(context, builder, array_value)
@@ -89,8 +102,7 @@ def _lane_pointer(context, builder, array_type, array_value, start, vector_type)
 @intrinsic
 def block_lanes(typingctx, array):
     """The number of lanes of a :class:`Block` of ``array``'s dtype (an array of any shape), a constant."""
-    if not (isinstance(array, types.Array) and isinstance(array.dtype, types.Float)):
-        raise TypingError(f"block_lanes: expected a float array, got {array}")
+    _check_float_array("block_lanes", array)
     lanes = Block(array.dtype).lanes
 
     def codegen(context, builder, signature, args):
@@ -146,13 +158,7 @@ def block_fma(typingctx, scalar, value, accumulator):
         raise TypingError(f"block_fma: expected (float, Block, Block), got ({scalar}, {value}, {accumulator})")
 
     def codegen(context, builder, signature, args):
-        vector_type = args[1].type
-        element = context.cast(builder, args[0], signature.args[0], value.dtype)
-        undefined = ir.Constant(vector_type, ir.Undefined)
-        lane_zero = builder.insert_element(undefined, element, ir.Constant(ir.IntType(32), 0))
-        splat = builder.shuffle_vector(lane_zero, undefined,
-                                       ir.Constant(ir.VectorType(ir.IntType(32), vector_type.count),
-                                                   [0] * vector_type.count))
+        splat = _splat(builder, context.cast(builder, args[0], signature.args[0], value.dtype), args[1].type)
         product = builder.fmul(splat, args[1], flags=("contract",))
         return builder.fadd(args[2], product, flags=("contract",))
     return accumulator(scalar, value, accumulator), codegen
@@ -167,8 +173,7 @@ COMPRESS_STORE = REGISTER_BITS == 512
 @intrinsic
 def register_lanes(typingctx, array):
     """The number of ``array``'s elements (of any shape) in one machine register, a constant."""
-    if not (isinstance(array, types.Array) and isinstance(array.dtype, types.Float)):
-        raise TypingError(f"register_lanes: expected a float array, got {array}")
+    _check_float_array("register_lanes", array)
     lanes = REGISTER_BITS // array.dtype.bitwidth
 
     def codegen(context, builder, signature, args):
@@ -208,10 +213,7 @@ def list_nonzero_lanes(typingctx, x, x_prev, start, indices, count):
         index_type = ir.IntType(32)
         index_vector = ir.VectorType(index_type, lanes)
         first = builder.trunc(context.cast(builder, args[2], start_type, types.int64), index_type)
-        undefined = ir.Constant(index_vector, ir.Undefined)
-        splat = builder.shuffle_vector(builder.insert_element(undefined, first, ir.Constant(index_type, 0)), undefined,
-                                       ir.Constant(index_vector, [0] * lanes))
-        lane_indices = builder.add(splat, ir.Constant(index_vector, list(range(lanes))))
+        lane_indices = builder.add(_splat(builder, first, index_vector), ir.Constant(index_vector, list(range(lanes))))
         count64 = context.cast(builder, args[4], count_type, types.int64)
         destination = _lane_pointer(context, builder, indices_type, args[3], count64, index_type)
         mask_type = ir.VectorType(ir.IntType(1), lanes)
