@@ -29,6 +29,10 @@ its interquartile range. Experiments (``--only`` picks one):
     The epochs (per sample, with momentum, batches of 128 and 1,024) with the cpu
     kernels vectorised for 512-bit and for 256-bit registers, each in a process
     of its own (``kernels.cpu._jit.VECTOR_WIDTH_ATTRIBUTE``).
+``listing``
+    The same epochs with each sample's non-zero inputs listed a register at a
+    time and by a loop of scalars, each in a process of its own
+    (``kernels.cpu.simd.VECTOR_LISTING``).
 ``paths``
     The fused minibatch kernel against the BLAS path on 784-128-10 and
     784-1024-1024-10 at several batch sizes, inputs 19% non-zero (``BLAS_MIN_MULTIPLY_ADDS``, on the
@@ -268,11 +272,11 @@ def alignment(rounds):
 #: Run by :func:`vector_width` in a fresh process per variant: the kernels compiled with the given
 #: ``prefer-vector-width`` (into that variant's own numba cache), one untimed epoch, then one timed epoch of each
 #: workload, printed as ``name seconds`` lines.
-VECTOR_WIDTH_SCRIPT = """
+#: The body of a process that times :func:`workloads` once each (after one untimed run) with a setting of the kernels
+#: made by ``{setup}`` before they compile, ``sys.argv[1]`` the setting, printing ``name seconds`` lines.
+SETTING_SCRIPT = """
 import sys, time
-import numpy as np
-from kernels.cpu import _jit
-_jit.VECTOR_WIDTH_ATTRIBUTE = '"prefer-vector-width"="' + sys.argv[1] + '"'
+{setup}
 from bench.sweeps import workloads
 for name, run in workloads().items():
     run()
@@ -309,9 +313,10 @@ def workloads():
             "batch-1024": minibatch(1024)}
 
 
-def vector_width(rounds):
-    """The cpu kernels vectorised for 256-bit and for 512-bit registers (``kernels.cpu._jit.VECTOR_WIDTH_ATTRIBUTE``),
-    each in its own process and numba cache, the processes taking turns."""
+def in_processes(setup, settings, rounds):
+    """:func:`workloads` timed with each of ``settings`` (the ``{setup}`` line of :data:`SETTING_SCRIPT` makes it)
+    in a process of its own with its own numba cache, the processes taking turns: ``{setting: {name: [seconds]}}``,
+    one time a round."""
     import os
     import pathlib
     import subprocess
@@ -319,31 +324,57 @@ def vector_width(rounds):
     import tempfile
 
     root = pathlib.Path(__file__).resolve().parent.parent
-    widths = ("512", "256")
-    seconds = {width: {} for width in widths}
+    script = SETTING_SCRIPT.format(setup=setup)
+    seconds = {setting: {} for setting in settings}
     with tempfile.TemporaryDirectory() as caches:
         for r in range(rounds + 1):  # round 0 compiles into each cache and is not counted
-            for width in widths[r % 2:] + widths[:r % 2]:
-                environment = {**os.environ, "NUMBA_CACHE_DIR": os.path.join(caches, width),
+            for setting in settings[r % len(settings):] + settings[:r % len(settings)]:
+                environment = {**os.environ, "NUMBA_CACHE_DIR": os.path.join(caches, setting),
                                "PYTHONPATH": str(root)}
-                output = subprocess.run([sys.executable, "-c", VECTOR_WIDTH_SCRIPT, width], capture_output=True,
+                output = subprocess.run([sys.executable, "-c", script, setting], capture_output=True,
                                         text=True, env=environment, check=True, cwd=root).stdout
                 if r > 0:
                     for line in output.splitlines():
                         name, value = line.split()
-                        seconds[width].setdefault(name, []).append(float(value))
-    print("\nvector width: the cpu kernels for 512-bit registers (shipped), then for 256-bit (LLVM's default here)")
-    for name in seconds["512"]:
-        wide = np.array(seconds["512"][name])
-        narrow = np.array(seconds["256"][name])
-        ratios = narrow / wide
-        print(f"  {name:<26} 512-bit {np.median(wide) * 1e3:7.1f} ms   256-bit {np.median(narrow) * 1e3:7.1f} ms   "
-              f"256 ÷ 512 {np.median(ratios):.2g} (IQR {np.subtract(*np.percentile(ratios, [75, 25])):.2g})")
+                        seconds[setting].setdefault(name, []).append(float(value))
+    return seconds
+
+
+def print_settings(title, seconds):
+    """The times of :func:`in_processes`, each setting's against the first's (median of the within-round ratios)."""
+    first, *others = seconds
+    print(f"\n{title}")
+    for name in seconds[first]:
+        base = np.array(seconds[first][name])
+        line = f"  {name:<26} {first} {np.median(base) * 1e3:7.1f} ms"
+        for other in others:
+            times = np.array(seconds[other][name])
+            ratios = times / base
+            line += (f"   {other} {np.median(times) * 1e3:7.1f} ms, ÷ {first} {np.median(ratios):.2g} "
+                     f"(IQR {np.subtract(*np.percentile(ratios, [75, 25])):.2g})")
+        print(line)
+
+
+def vector_width(rounds):
+    """The cpu kernels vectorised for 512-bit and for 256-bit registers (``kernels.cpu._jit.VECTOR_WIDTH_ATTRIBUTE``),
+    each in its own process and numba cache, the processes taking turns."""
+    setup = ("from kernels.cpu import _jit; "
+             "_jit.VECTOR_WIDTH_ATTRIBUTE = '\"prefer-vector-width\"=\"' + sys.argv[1] + '\"'")
+    print_settings("vector width: the cpu kernels for 512-bit registers (shipped), then for 256-bit (LLVM's default "
+                   "on Intel's AVX-512 CPUs)", in_processes(setup, ["512", "256"], rounds))
+
+
+def listing(rounds):
+    """The epochs with each sample's non-zero inputs listed a register at a time (``kernels.cpu.simd.VECTOR_LISTING``:
+    AVX-512's compressing store, or AVX2's packing table) and by the loop of scalars, each in its own process."""
+    setup = "from kernels.cpu import network; network.VECTOR_LISTING = sys.argv[1] == 'register'"
+    print_settings("listing the non-zero inputs: a register at a time (shipped with AVX2 and AVX-512), then by the "
+                   "loop of scalars", in_processes(setup, ["register", "scalar"], rounds))
 
 
 EXPERIMENTS = {"per-sample-density": per_sample_density, "minibatch-density": minibatch_density,
                "blas-spin": blas_spin, "paths": paths, "vector-width": vector_width,
-               "sparse-parts": sparse_parts, "alignment": alignment}
+               "sparse-parts": sparse_parts, "alignment": alignment, "listing": listing}
 
 
 def main(argv=None):

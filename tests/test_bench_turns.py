@@ -45,6 +45,19 @@ def test_alternate_rotates_the_order_and_sets_up_each_call_untimed(monkeypatch):
     assert result["b"] == (3.0, 1.5, 0.0)
 
 
+def test_settings_in_processes_are_compared_round_by_round(capsys):
+    """``bench/sweeps.py``'s experiments that compile the kernels with two settings (one process each) report each
+    setting's time against the first's as the median of the within-round ratios."""
+    from bench import sweeps
+
+    sweeps.print_settings("two settings", {"register": {"batch-128": [1.0, 2.0, 4.0]},
+                                           "scalar": {"batch-128": [3.0, 2.0, 8.0]}})
+    out = capsys.readouterr().out
+    assert "two settings" in out
+    assert "register  2000.0 ms" in out and "scalar  3000.0 ms, ÷ register 2 (IQR 1)" in out
+    assert sweeps.SETTING_SCRIPT.format(setup="pass").count("workloads()") == 1
+
+
 def test_turns_checks_and_times_each_entry_from_the_same_weights(monkeypatch, capsys):
     from bench import peers, turns
     X, y = digits_with_784_inputs()

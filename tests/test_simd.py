@@ -13,11 +13,11 @@ from tests.conftest import SIMULATOR, tolerance
 if SIMULATOR:
     pytest.skip("CPU kernels", allow_module_level=True)
 
-from kernels.cpu import network
+from kernels.cpu import network, simd
 from kernels.cpu.simd import (
     BLOCK_REGISTERS,
-    COMPRESS_STORE,
     REGISTER_BITS,
+    VECTOR_LISTING,
     block_fma,
     block_lanes,
     block_load,
@@ -77,8 +77,8 @@ def test_block_fma_of_one_row(rng, dtype):
 
 @pytest.mark.parametrize("n", [5, 16, 301, 784])
 def test_nonzero_union_lists_nan_and_not_negative_zero(rng, dtype, n):
-    """Non-zero entries of either row, in order (a register at a time with AVX-512, :func:`list_nonzero_lanes`, the
-    last ones one by one); a NaN counts as non-zero, a negative zero as zero."""
+    """Non-zero entries of either row, in order (a register at a time with AVX2 or AVX-512,
+    :func:`list_nonzero_lanes`, the last ones one by one); a NaN counts as non-zero, a negative zero as zero."""
     x, x_prev = (np.where(rng.random(n) < 0.2, rng.standard_normal(n), 0.0).astype(dtype) for _ in range(2))
     x[n // 3] = np.nan
     x[n // 2] = -0.0
@@ -88,19 +88,37 @@ def test_nonzero_union_lists_nan_and_not_negative_zero(rng, dtype, n):
         np.testing.assert_array_equal(indices[:count], np.flatnonzero((x != 0) | (prev != 0)))
 
 
-@pytest.mark.parametrize("compress", [False, True], ids=["scalar loop", "compressing store"])
-def test_nonzero_union_either_way(rng, dtype, compress, monkeypatch):
-    """``kernels.cpu.network.nonzero_union`` compiled with and without the compressing store (the latter as on a
-    CPU without AVX-512) lists the same indices."""
-    if compress and not COMPRESS_STORE:
-        pytest.skip("the compressing store needs AVX-512")
-    monkeypatch.setattr(network, "COMPRESS_STORE", compress)
+@pytest.mark.parametrize("vector", [False, True], ids=["scalar loop", "a register at a time"])
+def test_nonzero_union_either_way(rng, dtype, vector, monkeypatch):
+    """``kernels.cpu.network.nonzero_union`` compiled with the loop of scalars and with :func:`list_nonzero_lanes`
+    (AVX-512's compressing store, or the packing table with narrower registers) lists the same indices, on rows
+    from all zeros to all non-zero."""
+    if vector and not VECTOR_LISTING:
+        pytest.skip("listing a register at a time needs 256-bit registers or wider")
+    monkeypatch.setattr(network, "VECTOR_LISTING", vector)
     union = njit(network.nonzero_union.py_func)  # numba reads the module's globals when it compiles
-    for n in (7, 100, 784):
-        x, x_prev = (np.where(rng.random(n) < 0.3, rng.random(n), 0.0).astype(dtype) for _ in range(2))
-        indices = np.full(n, -1, np.int32)
-        count = union(x, x_prev, indices)
-        np.testing.assert_array_equal(indices[:count], np.flatnonzero((x != 0) | (x_prev != 0)))
+    for n in (7, 8, 9, 100, 784):
+        for density in (0.0, 0.3, 0.9, 1.0):
+            x, x_prev = (np.where(rng.random(n) < density, rng.random(n) + 0.5, 0.0).astype(dtype) for _ in range(2))
+            indices = np.full(n, -1, np.int32)
+            count = union(x, x_prev, indices)
+            np.testing.assert_array_equal(indices[:count], np.flatnonzero((x != 0) | (x_prev != 0)))
+
+
+def test_packing_table_rows_list_each_masks_lanes():
+    """Row ``m`` of the table that packs a register's listed lanes without AVX-512 holds the positions of ``m``'s
+    set bits, in order."""
+    from llvmlite import ir
+
+    module = ir.Module()
+    for lanes in (2, 4, 8):
+        table = simd._packing_table(module, lanes)
+        assert simd._packing_table(module, lanes) is table, "one table per module and width"
+        rows = table.initializer.constant
+        assert len(rows) == 2 ** lanes
+        for mask in (0, 1, 2 ** lanes - 1, 0b10 % 2 ** lanes, 0b101 % 2 ** lanes):
+            positions = [lane for lane in range(lanes) if mask >> lane & 1]
+            assert [c.constant for c in rows[mask].constant][:len(positions)] == positions
 
 
 def test_wrong_operands_fail_to_compile():
@@ -108,6 +126,6 @@ def test_wrong_operands_fail_to_compile():
 
     with pytest.raises(TypingError, match="expected a C-contiguous 1-D float array"):
         add_scaled(np.zeros(64, np.int64), 0, 1.0, np.zeros(64, np.int64), np.zeros(64, np.int64))
-    if COMPRESS_STORE:
+    if VECTOR_LISTING:
         with pytest.raises(TypingError, match="indices must be a C-contiguous 1-D int32 array"):
             njit(network.nonzero_union.py_func)(np.zeros(64), np.zeros(64), np.zeros(64, np.int64))

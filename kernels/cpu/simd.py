@@ -164,10 +164,12 @@ def block_fma(typingctx, scalar, value, accumulator):
     return accumulator(scalar, value, accumulator), codegen
 
 
-#: Whether the CPU stores a register's selected lanes contiguously in one instruction (AVX-512's
-#: ``vpcompressd``), which :func:`list_nonzero_lanes` needs to beat a loop of scalars; elsewhere LLVM
-#: would emit a branch per lane.
+#: Whether :func:`list_nonzero_lanes` stores a register's selected lanes with AVX-512's compressing store
+#: (``vpcompressd``); with narrower registers it packs them through a table (:func:`_packing_table`).
 COMPRESS_STORE = REGISTER_BITS == 512
+#: Whether the kernels list non-zero inputs a register at a time (:func:`list_nonzero_lanes`) rather than with a
+#: loop of scalars: measured faster with AVX-512 (compressing store) and AVX2 (table); 128-bit registers unmeasured.
+VECTOR_LISTING = REGISTER_BITS >= 256
 
 
 @intrinsic
@@ -181,14 +183,34 @@ def register_lanes(typingctx, array):
     return types.intp(array), codegen
 
 
+def _packing_table(module, lanes):
+    """A constant ``<lanes x i32>`` per mask of ``lanes`` bits, in ``module``: row ``m`` holds the positions of
+    ``m``'s set bits in increasing order, then zeros. ``2**lanes`` rows (256 of 32 bytes for AVX2's float32)."""
+    name = f"numba_mlp_packing_table_{lanes}"
+    if name in module.globals:
+        return module.globals[name]
+    row_type = ir.VectorType(ir.IntType(32), lanes)
+    table_type = ir.ArrayType(row_type, 2 ** lanes)
+    rows = []
+    for mask in range(2 ** lanes):
+        positions = [lane for lane in range(lanes) if mask >> lane & 1]
+        rows.append(ir.Constant(row_type, positions + [0] * (lanes - len(positions))))
+    table = ir.GlobalVariable(module, table_type, name)
+    table.linkage = "internal"
+    table.global_constant = True
+    table.initializer = ir.Constant(table_type, rows)
+    return table
+
+
 @intrinsic
 def list_nonzero_lanes(typingctx, x, x_prev, start, indices, count):
     """Append to ``indices[count:]`` each ``k`` in ``[start, start + lanes)`` where ``x[k]`` or ``x_prev[k]`` is
     non-zero (NaN counts as non-zero), in order; return ``count`` plus their number.
 
-    ``lanes`` is :func:`register_lanes` of ``x``: one compare of a register each and one compressing store
-    (``llvm.masked.compressstore``) of the indices, no branch. ``indices`` is int32 and has room for
-    ``count + lanes``.
+    ``lanes`` is :func:`register_lanes` of ``x``: one compare of a register each, then, with AVX-512, one
+    compressing store (``llvm.masked.compressstore``) of the indices; with narrower registers the mask's row of
+    :func:`_packing_table`, plus ``start``, stored whole (its lanes past the listed ones are scratch). No branch.
+    ``indices`` is int32 and has room for ``count + lanes``.
     """
     _check_row("list_nonzero_lanes", x)
     if x_prev != x:
@@ -213,17 +235,25 @@ def list_nonzero_lanes(typingctx, x, x_prev, start, indices, count):
         index_type = ir.IntType(32)
         index_vector = ir.VectorType(index_type, lanes)
         first = builder.trunc(context.cast(builder, args[2], start_type, types.int64), index_type)
-        lane_indices = builder.add(_splat(builder, first, index_vector), ir.Constant(index_vector, list(range(lanes))))
         count64 = context.cast(builder, args[4], count_type, types.int64)
         destination = _lane_pointer(context, builder, indices_type, args[3], count64, index_type)
-        mask_type = ir.VectorType(ir.IntType(1), lanes)
-        compress_store = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [index_vector, ir.PointerType(index_type), mask_type]),
-            f"llvm.masked.compressstore.v{lanes}i32")
-        builder.call(compress_store, [lane_indices, destination, nonzero])
         mask_bits = ir.IntType(lanes)
+        mask = builder.bitcast(nonzero, mask_bits)
+        if COMPRESS_STORE:
+            mask_type = ir.VectorType(ir.IntType(1), lanes)
+            compress_store = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [index_vector, ir.PointerType(index_type), mask_type]),
+                f"llvm.masked.compressstore.v{lanes}i32")
+            in_order = ir.Constant(index_vector, list(range(lanes)))
+            lane_indices = builder.add(_splat(builder, first, index_vector), in_order)
+            builder.call(compress_store, [lane_indices, destination, nonzero])
+        else:
+            row = builder.gep(_packing_table(builder.module, lanes),
+                              [ir.Constant(ir.IntType(64), 0), builder.zext(mask, ir.IntType(64))], inbounds=True)
+            packed = builder.add(_splat(builder, first, index_vector), builder.load(row, align=4))
+            builder.store(packed, builder.bitcast(destination, ir.PointerType(index_vector)), align=4)
         population = cgutils.get_or_insert_function(builder.module, ir.FunctionType(mask_bits, [mask_bits]),
                                                     f"llvm.ctpop.i{lanes}")
-        listed = builder.zext(builder.call(population, [builder.bitcast(nonzero, mask_bits)]), ir.IntType(64))
+        listed = builder.zext(builder.call(population, [mask]), ir.IntType(64))
         return builder.add(count64, listed)
     return types.int64(x, x_prev, start, indices, count), codegen
