@@ -204,8 +204,7 @@ def sparse_layer(batch_size, offset=0):
     """``{"sparse product": run, "sparse update": run}`` on one thread, and their multiply-adds: the fused kernel's
     sparse first layer on one ``batch_size`` batch of inputs 19% non-zero at random, every array ``offset`` bytes
     into a cache line."""
-    from kernels.cpu.minibatch import sparse_rows_product, sparse_rows_update
-    from kernels.cpu.network import nonzero_union
+    from kernels.cpu.minibatch import list_rows, sparse_rows_product, sparse_rows_update
 
     X, _ = random_zeros(batch_size, MNIST_DENSITY)
     rows = np.arange(batch_size, dtype=np.int64)
@@ -213,13 +212,12 @@ def sparse_layer(batch_size, offset=0):
     W1T = (0.05 * rng.standard_normal((784, 128))).astype(np.float32)
     G = rng.standard_normal((batch_size, 128)).astype(np.float32)
     X, W1T, G, Z = (placed(a, offset) for a in (X, W1T, G, np.zeros((batch_size, 128), np.float32)))
-    features = np.empty((batch_size, 784), np.int32)
-    counts = np.empty(batch_size, np.int64)
-    for i in range(batch_size):  # each sample's non-zero inputs, as the kernel lists them
-        counts[i] = nonzero_union(X[i], X[i], features[i])
-    return {"sparse product": partial(sparse_rows_product, X, rows, features, counts, W1T, Z, 0, batch_size),
-            "sparse update": partial(sparse_rows_update, X, rows, features, counts, G, W1T, 0, 784,
-                                     np.float32(-1e-9))}, int(counts.sum()) * 128
+    listing = (np.empty((batch_size, 784), np.int32), placed(np.empty((batch_size, 784), np.float32), offset),
+               np.empty(batch_size, np.int64))
+    list_rows(X, rows, listing, 0, batch_size)  # each sample's non-zero inputs, as the kernel lists them
+    parts = {"sparse product": partial(sparse_rows_product, listing, W1T, Z, 0, batch_size),
+             "sparse update": partial(sparse_rows_update, listing, G, W1T, 0, 784, np.float32(-1e-9))}
+    return parts, int(listing[2].sum()) * 128
 
 
 def sparse_parts(rounds):

@@ -690,7 +690,7 @@ def test_parallel_threads_avoid_the_workqueue_layer(monkeypatch, layer, expected
 @pytest.mark.skipif(CUDA_UNDER_TEST, reason="the CPU kernel's choice of path")
 @pytest.mark.parametrize("index_limit, expected", [(1 << 30, "sparse allowed"), (1000, "dense")])
 def test_minibatch_epoch_keeps_its_sparse_index_small(monkeypatch, rng, index_limit, expected):
-    """The sparse path's (batch, n_0) index must fit SPARSE_MAX_INDEX_BYTES, else the dense path runs."""
+    """The sparse path's (batch, n_0) index and values must fit SPARSE_MAX_INDEX_BYTES, else the dense path runs."""
     from kernels.cpu import minibatch as network
 
     seen = []

@@ -37,8 +37,9 @@ from kernels.layout import ALIGNMENT
 #: path is 1.2x faster at density 0.2, 1.2-1.3x slower at 0.3 (``bench/test_minibatch_ablation.py``
 #: compares the paths on MNIST and dense data).
 SPARSE_MAX_DENSITY = 0.25
-#: The sparse path lists each sample's non-zero inputs in a (batch, n_0) int32 array; beyond this
-#: size (say 100,000 inputs and batches over 160) :func:`minibatch_epoch` takes the dense path.
+#: The sparse path lists each sample's non-zero inputs in a (batch, n_0) int32 array and their values beside it
+#: (:func:`list_rows`); beyond this size of the two (say 100,000 float32 inputs and batches over 80)
+#: :func:`minibatch_epoch` takes the dense path.
 SPARSE_MAX_INDEX_BYTES = 64 << 20
 #: A minibatch step is shared among threads when its first layer takes at least this many multiply-adds.
 PARALLEL_MIN_WORK = 1 << 19
@@ -56,18 +57,20 @@ def chunk(n, t, n_chunks, align):
 
 
 @jit
-def sparse_rows_product(X, rows, features, counts, W1T, Z, r0, r1):
-    """``Z[i] = Σ_t x_k W_1ᵀ[k]`` over the listed features ``k = features[i, t]`` of ``x = X[rows[i]]``.
+def sparse_rows_product(listing, W1T, Z, r0, r1):
+    """``Z[i] = Σ_t x_ik W_1ᵀ[k]`` over the listed non-zero inputs ``k = features[i, t]``, ``x_ik = values[i, t]``.
 
-    For the rows ``i`` in ``[r0, r1)``; ``W_1ᵀ`` is (n_0, n_1), Z (B, n_1). Each
+    For the rows ``i`` in ``[r0, r1)``; ``listing`` is ``(features, values, counts)``
+    as :func:`list_rows` fills it; ``W_1ᵀ`` is (n_0, n_1), Z (B, n_1). Each
     block of :func:`kernels.cpu.simd.block_lanes` columns of ``Z[i]`` sums in
     registers over all of the sample's features, then is stored once; the last
     columns take four rows of ``W_1ᵀ`` per pass over them.
     """
+    features, values, counts = listing
     n1 = Z.shape[1]
     lanes = block_lanes(Z)
     for i in range(r0, r1):
-        x = X[rows[i]]
+        x = values[i]
         z = Z[i]
         listed = features[i]
         count = counts[i]
@@ -75,8 +78,7 @@ def sparse_rows_product(X, rows, features, counts, W1T, Z, r0, r1):
         while j + lanes <= n1:
             total = block_zeros(z)
             for t in range(count):
-                k = listed[t]
-                total = block_fma(x[k], block_load(W1T[k], j), total)
+                total = block_fma(x[t], block_load(W1T[listed[t]], j), total)
             block_store(z, j, total)
             j += lanes
         if j == n1:
@@ -89,25 +91,28 @@ def sparse_rows_product(X, rows, features, counts, W1T, Z, r0, r1):
             w1 = W1T[listed[t + 1], j:]
             w2 = W1T[listed[t + 2], j:]
             w3 = W1T[listed[t + 3], j:]
-            c0 = x[listed[t]]
-            c1 = x[listed[t + 1]]
-            c2 = x[listed[t + 2]]
-            c3 = x[listed[t + 3]]
+            c0 = x[t]
+            c1 = x[t + 1]
+            c2 = x[t + 2]
+            c3 = x[t + 3]
             for u in range(z_rest.shape[0]):
                 z_rest[u] += c0 * w0[u] + c1 * w1[u] + c2 * w2[u] + c3 * w3[u]
             t += 4
         for u in range(t, count):
-            axpy(x[listed[u]], W1T[listed[u], j:], z_rest)
+            axpy(x[u], W1T[listed[u], j:], z_rest)
 
 
 #: :func:`sparse_rows_update` sorts and applies a batch this many samples at a time, so that their
-#: deltas stay in cache.
-UPDATE_ROWS = 512
+#: deltas (128 KB of float32 for 128 hidden units) stay in L2 beside the rows of ``W_1ᵀ`` they update; the sums
+#: are the same bit for bit with any value. 256 against 512: 0.91 of the batch-1024 epoch's time on a 2-core
+#: AMD EPYC (Zen 3, 512 KB of L2 a core; bench/RESULTS.md).
+UPDATE_ROWS = 256
 
 
 @jit
-def sparse_rows_update(X, rows, features, counts, G, W1T, k0, k1, alpha):
-    """``W_1ᵀ[k] += alpha Σ_i x_ik G[i]`` over the listed features ``k`` in ``[k0, k1)`` of ``x_i = X[rows[i]]``.
+def sparse_rows_update(listing, G, W1T, k0, k1, alpha):
+    """``W_1ᵀ[k] += alpha Σ_i x_ik G[i]`` over the listed non-zero inputs ``k`` in ``[k0, k1)`` of the rows ``i`` of
+    ``listing = (features, values, counts)`` (:func:`list_rows`).
 
     With ``alpha = -η`` and ``G = δ_1`` (B, n_1), the first layer's SGD update
     restricted to the inputs ``[k0, k1)``, touching only the rows of ``W_1ᵀ`` of
@@ -116,14 +121,15 @@ def sparse_rows_update(X, rows, features, counts, G, W1T, k0, k1, alpha):
     that each row of ``W_1ᵀ`` is read and written once per block, and sums its
     samples' terms in registers (:mod:`kernels.cpu.simd`). Threads take disjoint feature ranges: whole rows of ``W_1ᵀ``.
     """
-    for i0 in range(0, rows.shape[0], UPDATE_ROWS):
-        i1 = min(i0 + UPDATE_ROWS, rows.shape[0])
-        _sparse_rows_update_block(X, rows, features, counts, G, W1T, k0, k1, alpha, i0, i1)
+    for i0 in range(0, G.shape[0], UPDATE_ROWS):
+        i1 = min(i0 + UPDATE_ROWS, G.shape[0])
+        _sparse_rows_update_block(listing, G, W1T, k0, k1, alpha, i0, i1)
 
 
 @jit
-def _sparse_rows_update_block(X, rows, features, counts, G, W1T, k0, k1, alpha, i0, i1):
+def _sparse_rows_update_block(listing, G, W1T, k0, k1, alpha, i0, i1):
     """:func:`sparse_rows_update` for the samples ``[i0, i1)``."""
+    features, values, counts = listing
     n = i1 - i0
     start = np.zeros(k1 - k0 + 1, np.int64)  # start[k - k0]: first entry of feature k
     first = np.empty(n, np.int64)
@@ -141,14 +147,14 @@ def _sparse_rows_update_block(X, rows, features, counts, G, W1T, k0, k1, alpha, 
     entries = np.empty((start[k1 - k0], 2), G.dtype)
     real = G.dtype.type
     for r in range(n):
-        x = X[rows[i0 + r]]
+        x = values[i0 + r]
         listed = features[i0 + r]
         sample = real(i0 + r)
         for t in range(first[r], stop[r]):
             slot = listed[t] - k0
             e = start[slot]
             entries[e, 0] = sample
-            entries[e, 1] = alpha * x[listed[t]]
+            entries[e, 1] = alpha * x[t]
             start[slot] = e + 1
     # start[k - k0] now ends feature k; feature k begins where feature k - 1 ends. Each block of lanes of W_1ᵀ[k]
     # sums its feature's entries in registers; the last columns take four entries per pass over them.
@@ -197,13 +203,30 @@ def _step_layout(sizes, work, n):
 
 
 @jit
-def _rows_pass(theta, sizes, activation, X, y, rows, W1T, features, counts, work, losses, r0, r1):
+def list_rows(X, rows, listing, r0, r1):
+    """Each row ``i`` in ``[r0, r1)``'s non-zero inputs of ``x = X[rows[i]]`` into ``listing = (features, values,
+    counts)``: ``features[i, :counts[i]]`` their indices (:func:`kernels.cpu.network.nonzero_union`) and
+    ``values[i, :counts[i]]`` their values, side by side, so that the sparse product and update read the values
+    from there and not from the rows of ``X`` again (which by then have left the cache)."""
+    features, values, counts = listing
+    for i in range(r0, r1):
+        x = X[rows[i]]
+        listed = features[i]
+        count = nonzero_union(x, x, listed)
+        counts[i] = count
+        value = values[i]
+        for t in range(count):
+            value[t] = x[listed[t]]
+
+
+@jit
+def _rows_pass(theta, sizes, activation, X, y, rows, W1T, listing, work, losses, r0, r1):
     """Forward and backward passes of the rows ``[r0, r1)`` of a batch; ``losses[i]`` gets row ``i``'s loss.
 
     Fills, for those rows, ``A_l`` in the workspace's activations and
     ``δ_l = ∂(mean loss)/∂Z_l`` in its deltas, every layer. The first layer is
-    sparse when ``features`` has rows (over each sample's non-zero inputs, which
-    this pass lists, with the weights in ``W_1ᵀ``), else dense (the inputs
+    sparse when ``listing``'s arrays have rows (over each sample's non-zero inputs,
+    which this pass lists, with the weights in ``W_1ᵀ``), else dense (the inputs
     gathered into the workspace, dot products with ``W_1`` in ``theta``). Rows
     are independent here, so threads share a batch by row ranges.
     """
@@ -213,11 +236,9 @@ def _rows_pass(theta, sizes, activation, X, y, rows, W1T, features, counts, work
     n1 = sizes[1]
     w_off, b_off, a_off, acts, deltas, inputs_at = _step_layout(sizes, work, n)
     Z1 = row_block(acts, 0, n1, 0, n)
-    if features.shape[0] > 0:
-        for i in range(r0, r1):
-            x = X[rows[i]]
-            counts[i] = nonzero_union(x, x, features[i])
-        sparse_rows_product(X, rows, features, counts, W1T, Z1, r0, r1)
+    if listing[0].shape[0] > 0:
+        list_rows(X, rows, listing, r0, r1)
+        sparse_rows_product(listing, W1T, Z1, r0, r1)
     else:
         inputs = row_block(work, inputs_at, n0, r0, r1)
         for i in range(r0, r1):
@@ -279,7 +300,7 @@ def _step_rows(W, V, G, r0, r1, hyper):
 
 
 @jit
-def _update_pass(theta, velocity, sizes, X, rows, W1T, V1T, G1T, features, counts, work, hyper, t, n_chunks):
+def _update_pass(theta, velocity, sizes, n, W1T, V1T, G1T, listing, work, hyper, t, n_chunks):
     """SGD update of range ``t`` of ``n_chunks`` of every layer's weights, after :func:`_rows_pass`.
 
     Plain SGD writes ``W_l -= η δ_lᵀ A_{l-1}`` without storing the gradient, by
@@ -288,9 +309,8 @@ def _update_pass(theta, velocity, sizes, X, rows, W1T, V1T, G1T, features, count
     decay every weight moves: the range's gradient rows go to the work buffer's
     gradient area (to ``G_1ᵀ`` for the sparse first layer), then the optimizer
     steps them with their velocity (``V_1ᵀ`` beside ``W_1ᵀ``). Ranges are
-    disjoint, so threads share them.
+    disjoint, so threads share them. ``n``: the batch's samples.
     """
-    n = rows.shape[0]
     last = sizes.shape[0] - 2
     n0 = sizes[0]
     n1 = sizes[1]
@@ -300,13 +320,13 @@ def _update_pass(theta, velocity, sizes, X, rows, W1T, V1T, G1T, features, count
     grad_at = 2 * acts.shape[0]  # the gradient area: after the activations and the deltas
     d1 = row_block(deltas, 0, n1, 0, n)
     j0, j1 = chunk(n1, t, n_chunks, 4)
-    if features.shape[0] > 0:
+    if listing[0].shape[0] > 0:
         k0, k1 = chunk(n0, t, n_chunks, 4)
         if plain:
-            sparse_rows_update(X, rows, features, counts, d1, W1T, k0, k1, -lr)
+            sparse_rows_update(listing, d1, W1T, k0, k1, -lr)
         else:
             G1T[k0:k1] = 0
-            sparse_rows_update(X, rows, features, counts, d1, G1T, k0, k1, 1.0)
+            sparse_rows_update(listing, d1, G1T, k0, k1, 1.0)
             _step_rows(W1T, V1T, G1T, k0, k1, hyper)
     elif plain:
         gemm_rows(d1, row_block(work, inputs_at, n0, 0, n), theta[:n1 * n0].reshape((n1, n0)), j0, j1, True, -lr, True)
@@ -370,7 +390,7 @@ def minibatch_epoch(theta, velocity, sizes, activation, X, y, order, batch_size,
         ``loss_sum[0] +=`` each sample's loss, before the update of its step.
     """
     layout.batch_starts(order.shape[0], batch_size)  # checks batch_size as the other backends do
-    index_bytes = 4 * min(batch_size, order.shape[0]) * X.shape[1]
+    index_bytes = (4 + X.dtype.itemsize) * min(batch_size, order.shape[0]) * X.shape[1]
     max_density = SPARSE_MAX_DENSITY if index_bytes <= SPARSE_MAX_INDEX_BYTES else -1.0
     density = input_density(X)  # the fused kernel's own choice of first layer, made here to weigh its work
     if minibatch_blas.takes_blas_path(sizes, min(batch_size, order.shape[0]),
@@ -411,8 +431,9 @@ def minibatch_epoch_variant(theta, velocity, sizes, activation, X, y, order, bat
     V1T = aligned_transpose(V1) if with_velocity else np.empty((0, n1), theta.dtype)
     G1T = aligned_empty(n0 if with_velocity else 0, n1, theta)  # the sparse first layer's gradient
     rows_per_step = min(batch_size, order.shape[0])
-    features = np.empty((rows_per_step if sparse else 0, n0), np.int32)
-    counts = np.empty(rows_per_step, np.int64)
+    listed_rows = rows_per_step if sparse else 0
+    listing = (np.empty((listed_rows, n0), np.int32), np.empty((listed_rows, n0), X.dtype),
+               np.empty(rows_per_step, np.int64))  # each sample's non-zero inputs: indices, values, count
     losses = np.empty(rows_per_step)  # each row's loss, summed in order: the same sum on any number of threads
     total = 0.0
     for start in range(0, order.shape[0], batch_size):
@@ -420,15 +441,14 @@ def minibatch_epoch_variant(theta, velocity, sizes, activation, X, y, order, bat
         n = rows.shape[0]
         n_chunks = threads if n * n0 * n1 * (density if sparse else 1.0) >= PARALLEL_MIN_WORK else 1
         if n_chunks == 1:
-            _rows_pass(theta, sizes, activation, X, y, rows, W1T, features, counts, work, losses, 0, n)
-            _update_pass(theta, velocity, sizes, X, rows, W1T, V1T, G1T, features, counts, work, hyper, 0, 1)
+            _rows_pass(theta, sizes, activation, X, y, rows, W1T, listing, work, losses, 0, n)
+            _update_pass(theta, velocity, sizes, n, W1T, V1T, G1T, listing, work, hyper, 0, 1)
         else:
             for t in prange(n_chunks):
                 r0, r1 = chunk(n, t, n_chunks, 4)
-                _rows_pass(theta, sizes, activation, X, y, rows, W1T, features, counts, work, losses, r0, r1)
+                _rows_pass(theta, sizes, activation, X, y, rows, W1T, listing, work, losses, r0, r1)
             for t in prange(n_chunks):
-                _update_pass(theta, velocity, sizes, X, rows, W1T, V1T, G1T, features, counts, work, hyper, t,
-                             n_chunks)
+                _update_pass(theta, velocity, sizes, n, W1T, V1T, G1T, listing, work, hyper, t, n_chunks)
         for r in range(n):
             total += losses[r]
     if sparse:
