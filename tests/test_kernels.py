@@ -717,6 +717,25 @@ def test_minibatch_epoch_sparse_layer_in_register_blocks(rng, dtype, n1):
         check_cpu_minibatch_variant(theta, sizes, X, y, order, 70, 2, 2.0, optimizer)
 
 
+@pytest.mark.skipif(CUDA_UNDER_TEST, reason="the CPU kernel's listing of non-zero inputs")
+@pytest.mark.parametrize("data_dtype", [np.float32, np.float64])
+def test_minibatch_epoch_lists_values_where_they_fit(rng, dtype, data_dtype):
+    """The sparse path keeps each sample's non-zero values in the work buffer's inputs area (of the weights'
+    dtype) where that dtype holds the data's, else in an array of its own (float64 data beside float32 weights,
+    whose values must not be rounded early): the reference's weights and loss either way, over a short last batch,
+    on a poisoned buffer."""
+    from kernels.cpu.minibatch import minibatch_epoch_variant
+
+    sizes, theta, X, y, order = minibatch_epoch_case(rng, [90, 20, 5], dtype, 300, 0.2)
+    X = X.astype(data_dtype)
+    expected = train_op(reference, "minibatch_epoch", theta, sizes, ACTIVATIONS["relu"], X, y, order, hyper(0.05),
+                        64)
+    got = [theta.copy(), initial_velocity(theta), np.zeros(1)]
+    minibatch_epoch_variant(got[0], got[1], sizes, ACTIVATIONS["relu"], X, y, order, 64, hyper(0.05),
+                            poisoned(layout.workspace_size(sizes, 64), dtype), got[2], 2, 2.0)
+    check_trained(got, expected, dtype)
+
+
 @pytest.mark.skipif(CUDA_UNDER_TEST, reason="the CPU kernel's sparse update")
 def test_minibatch_epoch_sparse_update_in_blocks(rng, dtype):
     """Batches longer than the sparse update's block of samples (two blocks and a short one)."""
