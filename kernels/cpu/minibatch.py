@@ -223,8 +223,8 @@ def list_rows(X, rows, listing, r0, r1):
 def _listing(X, sizes, work, rows):
     """``(features, values, counts)`` for :func:`list_rows`, room for ``rows`` samples of ``X``: the values in the
     work buffer's gathered-inputs area, which the sparse path leaves unused (already in memory: a fresh (1024, 784)
-    array cost ~2 ms of page faults a call here), where the buffer's dtype holds ``X``'s; the indices in an array of
-    their own."""
+    array cost ~2.5 ms of page faults a call, bench/RESULTS.md), where the buffer's dtype holds ``X``'s; the indices
+    in an array of their own."""
     n0 = X.shape[1]
     inputs_at = _step_layout(sizes, work, rows)[5]
     if work.itemsize >= X.itemsize and rows > 0:
