@@ -497,6 +497,24 @@ def test_minibatch_epoch_takes_the_blas_path_for_large_products(rng, monkeypatch
     assert taken == ["fused", "blas"]
 
 
+def test_a_call_of_fewer_samples_than_a_batch_takes_the_path_of_full_steps(rng, monkeypatch):
+    """The path is chosen for a step of ``batch_size`` samples, or of all of ``X`` where it has fewer: the last
+    chunk of an epoch (2 samples here) takes the BLAS path with the epoch's full steps, not the fused kernel."""
+    from kernels.cpu import minibatch, minibatch_blas
+
+    taken = []
+    monkeypatch.setattr(minibatch, "minibatch_epoch_blas", lambda *args: taken.append("blas"))
+    monkeypatch.setattr(minibatch, "minibatch_epoch_variant", lambda *args: taken.append("fused"))
+    monkeypatch.setattr(minibatch_blas, "BLAS_MIN_MULTIPLY_ADDS", 1000)
+    sizes, theta, X, y, order = minibatch_epoch_case(rng, [20, 10, 3], np.float64, 40, 1.0)
+    work = np.empty(layout.workspace_size(sizes, 40))
+    minibatch.minibatch_epoch(theta, theta[:1], sizes, 1, X, y, order[:2], 40, hyper(0.1), work, np.zeros(1))
+    # X of 2 samples: no step can have more, so the step of 2 (980 multiply-adds) stays fused.
+    minibatch.minibatch_epoch(theta, theta[:1], sizes, 1, X[:2], y[:2], order[order < 2][:2], 40, hyper(0.1), work,
+                              np.zeros(1))
+    assert taken == ["blas", "fused"]
+
+
 def test_the_path_choice_counts_the_sparse_first_layers_work(rng, monkeypatch):
     """On sparse inputs the fused kernel multiplies only the non-zero ones: a step BLAS takes on dense data stays
     with the fused kernel there (its first layer, 2·40·200 of the 19,600 multiply-adds, done at density ~0.2)."""
