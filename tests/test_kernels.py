@@ -482,14 +482,23 @@ def test_minibatch_epoch_blas_path_matches_steps(rng, dtype, sizes, activation, 
     np.testing.assert_array_equal(X, X_before)
 
 
-def test_minibatch_epoch_takes_the_blas_path_for_large_products(rng, monkeypatch):
-    """``kernels.cpu.minibatch_epoch`` hands large steps to the BLAS path, small ones to the fused kernel."""
+def recorded_paths(monkeypatch, min_multiply_adds):
+    """The list to which ``kernels.cpu.minibatch.minibatch_epoch`` appends the path of each call ("blas" or
+    "fused"), recorded instead of run, the BLAS path taken from ``min_multiply_adds`` multiply-adds a step."""
     from kernels.cpu import minibatch, minibatch_blas
 
     taken = []
     monkeypatch.setattr(minibatch, "minibatch_epoch_blas", lambda *args: taken.append("blas"))
     monkeypatch.setattr(minibatch, "minibatch_epoch_variant", lambda *args: taken.append("fused"))
-    monkeypatch.setattr(minibatch_blas, "BLAS_MIN_MULTIPLY_ADDS", 1000)
+    monkeypatch.setattr(minibatch_blas, "BLAS_MIN_MULTIPLY_ADDS", min_multiply_adds)
+    return taken
+
+
+def test_minibatch_epoch_takes_the_blas_path_for_large_products(rng, monkeypatch):
+    """``kernels.cpu.minibatch_epoch`` hands large steps to the BLAS path, small ones to the fused kernel."""
+    from kernels.cpu import minibatch
+
+    taken = recorded_paths(monkeypatch, 1000)
     sizes, theta, X, y, order = minibatch_epoch_case(rng, [20, 10, 3], np.float64, 40, 1.0)
     work = np.empty(layout.workspace_size(sizes, 40))
     for batch_size in (2, 40):  # 2·(3·230 − 200) = 980 multiply-adds a step, then 19,600
@@ -500,12 +509,9 @@ def test_minibatch_epoch_takes_the_blas_path_for_large_products(rng, monkeypatch
 def test_a_call_of_fewer_samples_than_a_batch_takes_the_path_of_full_steps(rng, monkeypatch):
     """The path is chosen for a step of ``batch_size`` samples, or of all of ``X`` where it has fewer: the last
     chunk of an epoch (2 samples here) takes the BLAS path with the epoch's full steps, not the fused kernel."""
-    from kernels.cpu import minibatch, minibatch_blas
+    from kernels.cpu import minibatch
 
-    taken = []
-    monkeypatch.setattr(minibatch, "minibatch_epoch_blas", lambda *args: taken.append("blas"))
-    monkeypatch.setattr(minibatch, "minibatch_epoch_variant", lambda *args: taken.append("fused"))
-    monkeypatch.setattr(minibatch_blas, "BLAS_MIN_MULTIPLY_ADDS", 1000)
+    taken = recorded_paths(monkeypatch, 1000)
     sizes, theta, X, y, order = minibatch_epoch_case(rng, [20, 10, 3], np.float64, 40, 1.0)
     work = np.empty(layout.workspace_size(sizes, 40))
     minibatch.minibatch_epoch(theta, theta[:1], sizes, 1, X, y, order[:2], 40, hyper(0.1), work, np.zeros(1))
@@ -523,10 +529,7 @@ def test_the_path_choice_counts_the_sparse_first_layers_work(rng, monkeypatch):
 
     assert minibatch_blas.fused_multiply_adds([20, 10, 3], 40, 0.2) == 19_600 - 12_800
     assert minibatch_blas.fused_multiply_adds([20, 10, 3], 40) == minibatch_blas.step_multiply_adds([20, 10, 3], 40)
-    taken = []
-    monkeypatch.setattr(minibatch, "minibatch_epoch_blas", lambda *args: taken.append("blas"))
-    monkeypatch.setattr(minibatch, "minibatch_epoch_variant", lambda *args: taken.append("fused"))
-    monkeypatch.setattr(minibatch_blas, "BLAS_MIN_MULTIPLY_ADDS", 10_000)
+    taken = recorded_paths(monkeypatch, 10_000)
     for density in (1.0, 0.2):
         sizes, theta, X, y, order = minibatch_epoch_case(rng, [20, 10, 3], np.float64, 40, density)
         assert (input_density(X) <= minibatch.SPARSE_MAX_DENSITY) == (density < 1)
