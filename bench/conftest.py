@@ -8,9 +8,11 @@ the NumPy reference before it is timed.
 """
 
 import contextlib
+import dataclasses
 import os
 import pathlib
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -220,20 +222,56 @@ def assert_same_epoch(params, reference_params, initial_params, X, y):
         f"loss after the epoch {losses[0]:.6g}, the reference's {losses[1]:.6g}")
 
 
-def time_entry(benchmark, runner, name, batch_size, rounds, expected=None, initial=None, data=None,
+@dataclasses.dataclass
+class Paired:
+    """A run timed right before each round of an entry, untimed by pytest-benchmark (in the round's setup), so
+    that the entry's ratio to it is taken round by round (:func:`bench.report.paired_ratios`).
+
+    This shared machine runs at two speeds in spells of several seconds (bench/RESULTS.md): a ratio of two
+    medians taken one entry after the other moves with them, a ratio within each round much less. ``flops``
+    (of the paired run) makes the report print the entry's rate as a share of the paired run's; ``speedup`` the
+    paired run's time over the entry's; neither, the entry's time as a multiple of the paired run's. ``settle``
+    waits for BLAS threads the run woke up to sleep before the round (:func:`let_blas_threads_sleep`)."""
+
+    label: str
+    run: Callable[[], object]
+    flops: float | None = None
+    speedup: bool = False
+    settle: bool = False
+
+
+def time_entry(benchmark, runner, name, batch_size, rounds, expected=None, initial=None, data=None, paired=None,
                **extra_info):
     """Time ``runner.epoch(batch_size)`` from the same start each round, with its threads matched to the cpu
     kernel's and recorded, with the entry's label and (for JAX) its compile time; then, given the reference's
     weights after the full epoch (``expected``, from ``initial``) and the ``data`` ``(X, y)``, check the weights
-    of the last timed round (:func:`assert_same_epoch`)."""
+    of the last timed round (:func:`assert_same_epoch`). With ``paired`` (a :class:`Paired`), that run is timed
+    before every round, and both lists of times go into ``extra_info``."""
     if isinstance(runner, PeerRunner):
         runner.prepare(batch_size)
         extra_info["compile_seconds"] = round(runner.compile_seconds, 3)
     runner.reset()
+    paired_seconds = []
+
+    def setup():
+        if paired is not None:
+            start = time.perf_counter()
+            paired.run()
+            paired_seconds.append(time.perf_counter() - start)
+            if paired.settle:
+                let_blas_threads_sleep()
+        runner.reset()
+
     with matched_threads(name, kernel_threads(batch_size)) as threads:
         benchmark.extra_info.update(label=entry_label(name), threads=threads, peer=isinstance(runner, PeerRunner),
                                     **extra_info)
-        benchmark.pedantic(runner.epoch, args=(batch_size,), setup=runner.reset, rounds=rounds, iterations=1)
+        if paired is not None:
+            paired.run()  # compiled and warm before the first round
+        benchmark.pedantic(runner.epoch, args=(batch_size,), setup=setup, rounds=rounds, iterations=1)
+    if paired is not None and benchmark.stats is not None:  # None where benchmarks are disabled
+        benchmark.extra_info.update(paired_label=paired.label, paired_flops=paired.flops,
+                                    paired_speedup=paired.speedup, paired_seconds=paired_seconds,
+                                    round_seconds=list(benchmark.stats.stats.data))
     if expected is not None:
         assert_same_epoch(runner.params(), expected, initial, *data)
 

@@ -13,7 +13,14 @@ Columns, per group:
   reference is written for readability, not tuned);
 * **× <peer>**: the fastest peer's median over the entry's, the peer named in
   the header; in groups that mark a baseline instead (an optimiser setting,
-  scikit-learn's estimator), the baseline's.
+  scikit-learn's estimator), the baseline's;
+* **paired rounds**, in groups whose entries timed a paired run before each
+  round (:class:`bench.conftest.Paired`: plain SGD before each optimiser
+  setting's epoch, NumPy's sgemm before each wide net's): the median and IQR
+  of the rounds' own ratios: the entry's time over the paired run's, its
+  rate as a share of the paired run's rate, or (scikit-learn's estimator
+  before this project's) the paired run's time over the entry's. A slow spell of the machine moves
+  these less than a ratio of two medians timed one entry after the other.
 
 Ratios are of one run's medians, printed to two significant figures. With
 matplotlib installed, ``--plots DIR`` writes one bar chart per group.
@@ -74,12 +81,57 @@ def comparison_of(benches):
     return label_of(best), best["stats"]["median"]
 
 
+def paired_ratios(bench):
+    """The per-round ratios of an entry that timed a paired run before each round: its rate over the paired
+    run's where both count FLOPs, the paired run's time over its own where it asked for a speed-up, else its
+    time over the paired run's; None for an entry without one."""
+    info = bench.get("extra_info") or {}
+    seconds, paired = info.get("round_seconds"), info.get("paired_seconds")
+    if not seconds or not paired or len(seconds) != len(paired):
+        return None
+    if info.get("flops") and info.get("paired_flops"):
+        return [(info["flops"] / t) / (info["paired_flops"] / tp) for t, tp in zip(seconds, paired)]
+    if info.get("paired_speedup"):
+        return [tp / t for t, tp in zip(seconds, paired)]
+    return [t / tp for t, tp in zip(seconds, paired)]
+
+
+def quartiles(values):
+    """``(q1, median, q3)`` by linear interpolation, as NumPy's default percentiles (and pytest-benchmark's)."""
+    ordered = sorted(values)
+
+    def at(fraction):
+        position = fraction * (len(ordered) - 1)
+        low = int(position)
+        high = min(low + 1, len(ordered) - 1)
+        return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+    return at(0.25), at(0.5), at(0.75)
+
+
+def paired_text(bench):
+    """The "paired rounds" cell: ``1.8× plain SGD's time (IQR 0.1)``, ``86% of numpy sgemm 2048³ (IQR 3)`` or
+    ``2.9× faster than scikit-learn MLPClassifier (IQR 0.2)``."""
+    ratios = paired_ratios(bench)
+    if ratios is None:
+        return ""
+    q1, median, q3 = quartiles(ratios)
+    info = bench["extra_info"]
+    label = info["paired_label"]
+    if info.get("flops") and info.get("paired_flops"):
+        return f"{100 * median:.0f}% of {label} (IQR {100 * (q3 - q1):.2g})"
+    if info.get("paired_speedup"):
+        return f"{ratio(median)}× faster than {label} (IQR {q3 - q1:.2g})"
+    return f"{ratio(median)}× {label}'s time (IQR {q3 - q1:.2g})"
+
+
 def ratio(value):
     return f"{value:.2g}" if value < 10 else f"{value:.0f}"
 
 
 def rows_of(benches, sgemm=None):
-    """Rows ``(label, median, iqr, throughput text, × reference, × comparison)``, fastest first."""
+    """Rows ``(label, median, iqr, throughput text, × reference, × comparison, paired rounds text)``, fastest
+    first."""
     reference = [b["stats"]["median"] for b in benches if label_of(b) == "numpy"]
     _, compared = comparison_of(benches)
     rows = []
@@ -90,7 +142,8 @@ def rows_of(benches, sgemm=None):
         if sgemm and unit == "GFLOP/s" and bench.get("group", "").startswith("wide"):
             rate_text += f" ({100 * rate / sgemm:.0f}% of sgemm)"
         rows.append((label_of(bench), median, bench["stats"]["iqr"], rate_text,
-                     reference[0] / median if reference else None, compared / median if compared else None))
+                     reference[0] / median if reference else None, compared / median if compared else None,
+                     paired_text(bench)))
     return rows
 
 
@@ -108,13 +161,16 @@ def markdown(groups):
         lines += [f"NumPy sgemm in this run: {sgemm:.4g} GFLOP/s (best of the `sgemm numpy` group)", ""]
     for group, benches in groups.items():
         compared_label, _ = comparison_of(benches)
+        with_paired = any(paired_ratios(b) for b in benches)
         lines += [f"### {group}", "",
-                  f"| entry | median | IQR | throughput | × reference | × {compared_label or '-'} |",
-                  "|---|---:|---:|---:|---:|---:|"]
-        for label, median, iqr, rate_text, versus_reference, versus_compared in rows_of(benches, sgemm):
+                  f"| entry | median | IQR | throughput | × reference | × {compared_label or '-'} |"
+                  + (" paired rounds |" if with_paired else ""),
+                  "|---|---:|---:|---:|---:|---:|" + ("---:|" if with_paired else "")]
+        for label, median, iqr, rate_text, versus_reference, versus_compared, paired in rows_of(benches, sgemm):
             lines.append(f"| {label} | {format_seconds(median)} | {format_seconds(iqr)} | {rate_text} | "
                          f"{ratio(versus_reference) if versus_reference else ''} | "
-                         f"{ratio(versus_compared) if versus_compared else ''} |")
+                         f"{ratio(versus_compared) if versus_compared else ''} |"
+                         + (f" {paired} |" if with_paired else ""))
         lines.append("")
     return "\n".join(lines)
 

@@ -12,22 +12,33 @@ update: a row of ``W_1ᵀ`` is visited only where its input is non-zero, and
 catches up there on the steps it missed in one affine map (the powers of the
 zero-gradient step tabled, its own pending step's ``δ_1`` kept in a ring). The
 entry "every weight every step" runs the same kernel visiting every row at every
-sample, for what the laziness saves. ``python -m bench.turns --only momentum``
-times the ratio to plain SGD by turns.
+sample, for what the laziness saves. Each setting's rounds are paired with a
+plain SGD epoch timed just before each (the report's "paired rounds" column);
+``python -m bench.turns --only momentum`` times the same ratio by turns outside
+the suite.
 """
 
 import numpy as np
 import pytest
 
-from bench.conftest import LR, N_SAMPLES, check_against_reference, make_runner, require_backend, time_entry
+from bench.conftest import (
+    LR,
+    N_SAMPLES,
+    Paired,
+    check_against_reference,
+    make_runner,
+    require_backend,
+    time_entry,
+)
 from kernels import layout
 from kernels.activations import RELU
 from kernels.cpu.per_sample_momentum import sgd_epoch_momentum
 from kernels.optimizer import hyper
 
-#: Rounds per entry: the group's claim is a ratio of medians taken one entry after another, and with 7 rounds a
-#: slow spell of this shared machine during one entry moved it by 0.2-0.4 (2.1 and 2.4 in two suite runs where
-#: alternating turns gave 1.9); 11 rounds cost ~4 s more.
+#: Rounds per entry. The ratio of two medians taken one entry after another moved with this shared machine's slow
+#: spells (2.1 and 2.4 in two suite runs where alternating turns gave 1.9), so every setting's round is also
+#: paired with a plain SGD epoch timed just before it (:class:`bench.conftest.Paired`), and the report prints the
+#: median of the rounds' own ratios beside the ratio of medians.
 ROUNDS = 11
 
 SETTINGS = {
@@ -72,6 +83,15 @@ def test_optimizer_epoch(benchmark, datasets, initial_params, order, variant, ba
     samples = 300 if batch_size == 1 else 3 * batch_size
     check_against_reference(runner, initial_params, X, y, order, batch_size, samples, optimizer)
     benchmark.group = f"optimizer mnist batch {batch_size}"
-    time_entry(benchmark, runner, "cpu", batch_size, ROUNDS, items=N_SAMPLES, unit="samples",
+    paired = None
+    if variant != "plain SGD":
+        plain = make_runner("cpu", initial_params, X, y, order, SETTINGS["plain SGD"])
+
+        def plain_epoch():
+            plain.reset()
+            plain.epoch(batch_size)
+
+        paired = Paired("plain SGD", plain_epoch)
+    time_entry(benchmark, runner, "cpu", batch_size, ROUNDS, paired=paired, items=N_SAMPLES, unit="samples",
                baseline=variant == "plain SGD")
     benchmark.extra_info["label"] = variant

@@ -6,13 +6,17 @@ samples), start from the same weights, and run one ``partial_fit`` epoch of
 plain SGD (``solver="sgd"``, ``momentum=0``, ``alpha=0``, constant rate), as a
 scikit-learn user calls it: input validation and label encoding included. Both
 are checked against the NumPy reference before and after timing. scikit-learn's
-products run on NumPy's BLAS with the threads of the cpu backend's kernel.
+products run on NumPy's BLAS with the threads of the cpu backend's kernel. Each
+round of this project's estimator is paired with one of scikit-learn's, timed
+just before it (the report's "paired rounds" column: the speed-up round by
+round, which a slow spell of the machine moves less than the ratio of medians).
 """
 
 import pytest
 
 from bench.conftest import (
     N_SAMPLES,
+    Paired,
     PeerRunner,
     check_against_reference,
     reference_epoch,
@@ -36,7 +40,17 @@ def test_estimator_epoch(benchmark, datasets, initial_params, order, estimator, 
     check_against_reference(runner, initial_params, X, y, order, batch_size, 3 * batch_size)
     expected = reference_epoch(initial_params, X, y, order, batch_size, ("mnist", batch_size))
     benchmark.group = f"scikit-learn estimator mnist batch {batch_size}"
+    paired = None
+    if estimator.startswith("model."):
+        scikit_learn = PeerRunner(ScikitLearnSGD(initial_params, X, y, order))
+        scikit_learn.prepare(batch_size)
+
+        def scikit_learn_epoch():
+            scikit_learn.reset()
+            scikit_learn.epoch(batch_size)
+
+        paired = Paired("scikit-learn MLPClassifier", scikit_learn_epoch, speedup=True, settle=True)
     time_entry(benchmark, runner, "cpu" if estimator.startswith("model.") else "sklearn", batch_size, 7,
-               expected, initial_params, (X, y), items=N_SAMPLES, unit="samples",
+               expected, initial_params, (X, y), paired=paired, items=N_SAMPLES, unit="samples",
                baseline=estimator == "sklearn")
     benchmark.extra_info["label"] = estimator if estimator.startswith("model.") else "scikit-learn MLPClassifier"

@@ -13,6 +13,7 @@ import pytest
 
 from bench.conftest import (
     MNIST_DIR,
+    Paired,
     check_against_reference,
     library_backends,
     make_runner,
@@ -32,6 +33,11 @@ CPU_ENTRIES = ["numpy", "cpu", *peer_names(("cpu",))]
 GPU_ENTRIES = ["cuda", *peer_names(("cuda",), ("torch-eager", "torch-hand"))]
 #: Square products for NumPy's sgemm rate on this machine, measured in the same run as the wide nets.
 SGEMM_SIZES = [1024, 2048]
+#: The square product timed before every round of a CPU wide net (:class:`bench.conftest.Paired`): the report's
+#: "paired rounds" column is the entry's rate as a share of it, round by round.
+PAIRED_SGEMM_SIZE = 2048
+#: Rounds of a wide-net entry: ~1 s each on two cores, plus the paired product and the BLAS threads' settling.
+WIDE_ROUNDS = 5
 
 
 def epoch_flops(sizes, n_samples):
@@ -52,7 +58,22 @@ def wide_data():
     return layout.aligned(X), y, np.random.default_rng(4).permutation(60_000).astype(np.int64)
 
 
-def run_wide(benchmark, wide_data, backend, sizes, n_samples, batch_size, device):
+def square_operands(size, seed=0):
+    """Two random float32 ``size × size`` matrices and a product buffer."""
+    rng = np.random.default_rng(seed)
+    A, B = (rng.standard_normal((size, size)).astype(np.float32) for _ in range(2))
+    return A, B, np.empty((size, size), np.float32)
+
+
+@pytest.fixture(scope="module")
+def paired_sgemm():
+    """NumPy's ``2048³`` float32 product as a :class:`bench.conftest.Paired` run."""
+    A, B, C = square_operands(PAIRED_SGEMM_SIZE)
+    return Paired(f"numpy sgemm {PAIRED_SGEMM_SIZE}³", lambda: np.matmul(A, B, out=C),
+                  flops=2 * PAIRED_SGEMM_SIZE ** 3, settle=True)
+
+
+def run_wide(benchmark, wide_data, backend, sizes, n_samples, batch_size, device, paired=None):
     require_backend(backend)
     X, y, order = wide_data
     X, y, order = X[:n_samples], y[:n_samples], order[order < n_samples]
@@ -61,14 +82,14 @@ def run_wide(benchmark, wide_data, backend, sizes, n_samples, batch_size, device
     check_against_reference(runner, params, X, y, order, batch_size, 2 * batch_size)
     expected = reference_epoch(params, X, y, order, batch_size, ("wide", tuple(sizes), n_samples, batch_size))
     benchmark.group = f"wide {'-'.join(map(str, sizes))} {device} {n_samples // 1000}k batch {batch_size}"
-    time_entry(benchmark, runner, backend, batch_size, 3, expected, params, (X, y),
-               flops=epoch_flops(sizes, n_samples), unit="GFLOP/s")
+    time_entry(benchmark, runner, backend, batch_size, WIDE_ROUNDS if paired else 3, expected, params, (X, y),
+               paired=paired, flops=epoch_flops(sizes, n_samples), unit="GFLOP/s")
 
 
 @pytest.mark.parametrize("backend", CPU_ENTRIES)
 @pytest.mark.parametrize("sizes, n_samples, batch_size", CPU_CASES, ids=[f"batch{b}" for _, _, b in CPU_CASES])
-def test_wide_cpu(benchmark, wide_data, backend, sizes, n_samples, batch_size):
-    run_wide(benchmark, wide_data, backend, sizes, n_samples, batch_size, "cpu")
+def test_wide_cpu(benchmark, wide_data, paired_sgemm, backend, sizes, n_samples, batch_size):
+    run_wide(benchmark, wide_data, backend, sizes, n_samples, batch_size, "cpu", paired_sgemm)
 
 
 @pytest.mark.parametrize("backend", GPU_ENTRIES)
@@ -84,9 +105,7 @@ def test_wide_gpu(benchmark, wide_data, backend, sizes, n_samples, batch_size):
 def test_numpy_sgemm(benchmark, size):
     """NumPy's float32 matrix product (its BLAS, all its threads): the machine's product rate, for the ratio
     ``bench/report.py`` prints beside the wide nets' rates."""
-    rng = np.random.default_rng(0)
-    A, B = (rng.standard_normal((size, size)).astype(np.float32) for _ in range(2))
-    C = np.empty((size, size), np.float32)
+    A, B, C = square_operands(size)
     np.matmul(A, B, out=C)
     np.testing.assert_allclose(C[:4, :4], A[:4].astype(np.float64) @ B[:, :4], rtol=1e-3, atol=1e-3)
     benchmark.group = "sgemm numpy"

@@ -38,3 +38,38 @@ def test_ratios_name_the_fastest_peer_and_the_reference(tmp_path, capsys):
     assert "150 GFLOP/s (75% of sgemm)" in out
     assert "13.11 Gelem/s" in out
     assert "| momentum 0.9 | 80 ms | 1 ms |  |  | 0.62 |" in out
+
+
+def test_paired_rounds_give_the_median_and_iqr_of_each_rounds_ratio(tmp_path, capsys):
+    # Rounds 2 and 3 ran in a slow spell: both the entry and its paired run took 1.5x as long. The ratio of the
+    # medians (0.14 / 0.06 = 2.3) moves with the spell; the rounds' own ratios (2.0, and one 2.2) do not.
+    benches = [
+        entry("optimizer", "plain SGD", 0.06, baseline=True),
+        entry("optimizer", "momentum 0.9", 0.14, round_seconds=[0.10, 0.15, 0.15, 0.11, 0.10],
+              paired_seconds=[0.05, 0.075, 0.075, 0.05, 0.05], paired_label="plain SGD", paired_flops=None),
+        entry("wide", "cpu", 1.0, flops=100e9, round_seconds=[1.0, 1.0, 1.2],
+              paired_seconds=[0.125, 0.1, 0.15], paired_label="numpy sgemm 2048³", paired_flops=20e9),
+    ]
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps({"benchmarks": benches, "machine_info": {}, "datetime": "now"}))
+    assert report.main([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "| entry | median | IQR | throughput | × reference | × plain SGD | paired rounds |" in out
+    assert "| momentum 0.9 | 140 ms | 1 ms |  |  | 0.43 | 2× plain SGD's time (IQR 0) |" in out
+    assert "| plain SGD | 60 ms | 1 ms |  |  | 1 |  |" in out
+    # rates 100, 100, 83.3 GFLOP/s against 160, 200, 133.3: shares 62.5%, 50%, 62.5%
+    assert "62% of numpy sgemm 2048³ (IQR 6.2) |" in out
+    assert report.paired_ratios(benches[0]) is None
+
+
+def test_a_paired_speedup_is_the_paired_runs_time_over_the_entrys(tmp_path, capsys):
+    benches = [
+        entry("estimator", "scikit-learn MLPClassifier", 0.13, baseline=True),
+        entry("estimator", "model.sklearn.MLPClassifier (cpu)", 0.05, round_seconds=[0.05, 0.04, 0.05],
+              paired_seconds=[0.15, 0.12, 0.125], paired_label="scikit-learn MLPClassifier", paired_speedup=True),
+    ]
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps({"benchmarks": benches, "machine_info": {}, "datetime": "now"}))
+    assert report.main([str(path)]) == 0
+    # speed-ups 3.0, 3.0, 2.5
+    assert "| 2.6 | 3× faster than scikit-learn MLPClassifier (IQR 0.25) |" in capsys.readouterr().out
