@@ -57,6 +57,28 @@ def chunk(n, t, n_chunks, align):
 
 
 @jit
+def add_row_tails(M, rows, coefficients, first, end, j, out):
+    """``out += Σ_t coefficients[t] M[rows[t], j:]`` for ``t`` in ``[first, end)``: the columns past the last
+    whole block of registers in :func:`sparse_rows_product` and :func:`_sparse_rows_update_block`, four rows of
+    ``M`` per pass over ``out`` (``rows`` holds integers, or integers as floats)."""
+    t = first
+    while t + 4 <= end:
+        m0 = M[int(rows[t]), j:]
+        m1 = M[int(rows[t + 1]), j:]
+        m2 = M[int(rows[t + 2]), j:]
+        m3 = M[int(rows[t + 3]), j:]
+        c0 = coefficients[t]
+        c1 = coefficients[t + 1]
+        c2 = coefficients[t + 2]
+        c3 = coefficients[t + 3]
+        for u in range(out.shape[0]):
+            out[u] += c0 * m0[u] + c1 * m1[u] + c2 * m2[u] + c3 * m3[u]
+        t += 4
+    for u in range(t, end):
+        axpy(coefficients[u], M[int(rows[u]), j:], out)
+
+
+@jit
 def sparse_rows_product(listing, W1T, Z, r0, r1):
     """``Z[i] = Σ_t x_ik W_1ᵀ[k]`` over the listed non-zero inputs ``k = features[i, t]``, ``x_ik = values[i, t]``.
 
@@ -64,7 +86,7 @@ def sparse_rows_product(listing, W1T, Z, r0, r1):
     as :func:`list_rows` fills it; ``W_1ᵀ`` is (n_0, n_1), Z (B, n_1). Each
     block of :func:`kernels.cpu.simd.block_lanes` columns of ``Z[i]`` sums in
     registers over all of the sample's features, then is stored once; the last
-    columns take four rows of ``W_1ᵀ`` per pass over them.
+    columns take four rows of ``W_1ᵀ`` per pass over them (:func:`add_row_tails`).
     """
     features, values, counts = listing
     n1 = Z.shape[1]
@@ -85,21 +107,7 @@ def sparse_rows_product(listing, W1T, Z, r0, r1):
             continue
         z_rest = z[j:]
         z_rest[:] = 0
-        t = 0
-        while t + 4 <= count:
-            w0 = W1T[listed[t], j:]
-            w1 = W1T[listed[t + 1], j:]
-            w2 = W1T[listed[t + 2], j:]
-            w3 = W1T[listed[t + 3], j:]
-            c0 = x[t]
-            c1 = x[t + 1]
-            c2 = x[t + 2]
-            c3 = x[t + 3]
-            for u in range(z_rest.shape[0]):
-                z_rest[u] += c0 * w0[u] + c1 * w1[u] + c2 * w2[u] + c3 * w3[u]
-            t += 4
-        for u in range(t, count):
-            axpy(x[u], W1T[listed[u], j:], z_rest)
+        add_row_tails(W1T, listed, x, 0, count, j, z_rest)
 
 
 #: :func:`sparse_rows_update` sorts and applies a batch this many samples at a time, so that their
@@ -157,7 +165,7 @@ def _sparse_rows_update_block(listing, G, W1T, k0, k1, alpha, i0, i1):
             entries[e, 1] = alpha * x[t]
             start[slot] = e + 1
     # start[k - k0] now ends feature k; feature k begins where feature k - 1 ends. Each block of lanes of W_1ᵀ[k]
-    # sums its feature's entries in registers; the last columns take four entries per pass over them.
+    # sums its feature's entries in registers; the last columns take four entries per pass (add_row_tails).
     n1 = W1T.shape[1]
     lanes = block_lanes(W1T)
     e0 = 0
@@ -172,23 +180,7 @@ def _sparse_rows_update_block(listing, G, W1T, k0, k1, alpha, i0, i1):
             block_store(w, j, total)
             j += lanes
         if j < n1:
-            w_rest = w[j:]
-            e = e0
-            while e + 4 <= end:
-                g0 = G[int(entries[e, 0]), j:]
-                g1 = G[int(entries[e + 1, 0]), j:]
-                g2 = G[int(entries[e + 2, 0]), j:]
-                g3 = G[int(entries[e + 3, 0]), j:]
-                c0 = entries[e, 1]
-                c1 = entries[e + 1, 1]
-                c2 = entries[e + 2, 1]
-                c3 = entries[e + 3, 1]
-                for u in range(w_rest.shape[0]):
-                    w_rest[u] += c0 * g0[u] + c1 * g1[u] + c2 * g2[u] + c3 * g3[u]
-                e += 4
-            while e < end:
-                axpy(entries[e, 1], G[int(entries[e, 0]), j:], w_rest)
-                e += 1
+            add_row_tails(G, entries[:, 0], entries[:, 1], e0, end, j, w[j:])
         e0 = end
 
 
