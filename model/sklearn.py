@@ -164,12 +164,13 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             self.classes_ = np.unique(classes if incremental else y)
         elif incremental and classes is not None and not np.array_equal(np.unique(classes), self.classes_):
             raise ValueError(f"classes={list(classes)} differ from the first call's {list(self.classes_)}")
-        unseen = np.setdiff1d(y, self.classes_)
-        if unseen.size:
-            raise ValueError(f"y holds labels not in classes_ {list(self.classes_)}: {list(unseen)}")
+        # Each label's index among the sorted classes_, and a check that it is that class (no second sort of y).
+        labels = np.searchsorted(self.classes_, y)
+        known = self.classes_[np.minimum(labels, self.classes_.shape[0] - 1)] == y
+        if not np.all(known):
+            raise ValueError(f"y holds labels not in classes_ {list(self.classes_)}: {list(np.unique(y[~known]))}")
         if self.classes_.shape[0] < 2:
             raise ValueError(f"MLPClassifier needs at least 2 classes, got 1 class: {self.classes_[0]!r}")
-        labels = np.searchsorted(self.classes_, y)
         fresh = reset and not (self.warm_start and not incremental and hasattr(self, "model_")
                                and self.model_.layer_sizes == (X.shape[1], *hidden, self.classes_.shape[0]))
         if fresh:
@@ -218,7 +219,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     def _record_epoch(self, history, n_samples, batch_size):
         """The bookkeeping of one epoch: scikit-learn's loss (with the L2 term), iteration and sample counts."""
-        penalty = 0.5 * self.alpha * sum(float(np.sum(W * W)) for W, _ in self.model_.params) / batch_size
+        penalty = (0.5 * self.alpha * sum(float(np.sum(W * W)) for W, _ in self.model_.params) / batch_size
+                   if self.alpha else 0.0)
         self.loss_ = history.train_loss[-1] + penalty
         self.loss_curve_.append(self.loss_)
         self.n_iter_ += 1
