@@ -57,6 +57,15 @@ def test_labels_of_any_type_through_classes(digits):
         assert clf.predict_proba(X[:5]).shape == (5, 10)
 
 
+def test_integer_labels_of_any_width_and_continuous_targets(digits):
+    X, y = digits
+    for labels in (y.astype(np.int8), y.astype(np.uint16), y.astype(np.float64)):
+        clf = MLPClassifier((16,), max_iter=3, random_state=0, backend="cpu").fit(X[:300], labels[:300])
+        assert list(clf.classes_) == list(range(10)) and clf.predict(X[:5]).dtype == labels.dtype
+    with pytest.raises(ValueError, match="Unknown label type"):
+        MLPClassifier((16,), max_iter=1, backend="cpu").fit(X[:300], y[:300] + 0.5)
+
+
 def test_pandas_dataframes_in(digits):
     pd = pytest.importorskip("pandas")
     X, y = digits
