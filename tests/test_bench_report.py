@@ -15,6 +15,14 @@ def entry(group, label, median, iqr=0.001, **info):
             "extra_info": {"label": label, **info}}
 
 
+def printed_report(benches, tmp_path, capsys):
+    """What ``bench/report.py`` prints for a benchmark JSON holding ``benches``."""
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps({"benchmarks": benches, "machine_info": {}, "datetime": "now"}))
+    assert report.main([str(path)]) == 0
+    return capsys.readouterr().out
+
+
 def test_ratios_name_the_fastest_peer_and_the_reference(tmp_path, capsys):
     benches = [
         entry("epoch", "cpu", 0.05, items=10_000),
@@ -27,10 +35,7 @@ def test_ratios_name_the_fastest_peer_and_the_reference(tmp_path, capsys):
         entry("optimizer", "plain SGD", 0.05, baseline=True),
         entry("optimizer", "momentum 0.9", 0.08),
     ]
-    path = tmp_path / "b.json"
-    path.write_text(json.dumps({"benchmarks": benches, "machine_info": {}, "datetime": "now"}))
-    assert report.main([str(path)]) == 0
-    out = capsys.readouterr().out
+    out = printed_report(benches, tmp_path, capsys)
     assert "NumPy sgemm in this run: 200 GFLOP/s" in out
     assert "| entry | median | IQR | throughput | × reference | × JAX |" in out
     assert "| cpu | 50 ms | 1 ms | 2e+05 samples/s | 2 | 1.2 |" in out
@@ -50,10 +55,7 @@ def test_paired_rounds_give_the_median_and_iqr_of_each_rounds_ratio(tmp_path, ca
         entry("wide", "cpu", 1.0, flops=100e9, round_seconds=[1.0, 1.0, 1.2],
               paired_seconds=[0.125, 0.1, 0.15], paired_label="numpy sgemm 2048³", paired_flops=20e9),
     ]
-    path = tmp_path / "b.json"
-    path.write_text(json.dumps({"benchmarks": benches, "machine_info": {}, "datetime": "now"}))
-    assert report.main([str(path)]) == 0
-    out = capsys.readouterr().out
+    out = printed_report(benches, tmp_path, capsys)
     assert "| entry | median | IQR | throughput | × reference | × plain SGD | paired rounds |" in out
     assert "| momentum 0.9 | 140 ms | 1 ms |  |  | 0.43 | 2× plain SGD's time (IQR 0) |" in out
     assert "| plain SGD | 60 ms | 1 ms |  |  | 1 |  |" in out
@@ -68,8 +70,5 @@ def test_a_paired_speedup_is_the_paired_runs_time_over_the_entrys(tmp_path, caps
         entry("estimator", "model.sklearn.MLPClassifier (cpu)", 0.05, round_seconds=[0.05, 0.04, 0.05],
               paired_seconds=[0.15, 0.12, 0.125], paired_label="scikit-learn MLPClassifier", paired_speedup=True),
     ]
-    path = tmp_path / "b.json"
-    path.write_text(json.dumps({"benchmarks": benches, "machine_info": {}, "datetime": "now"}))
-    assert report.main([str(path)]) == 0
     # speed-ups 3.0, 3.0, 2.5
-    assert "| 2.6 | 3× faster than scikit-learn MLPClassifier (IQR 0.25) |" in capsys.readouterr().out
+    assert "| 2.6 | 3× faster than scikit-learn MLPClassifier (IQR 0.25) |" in printed_report(benches, tmp_path, capsys)
