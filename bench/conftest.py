@@ -240,6 +240,17 @@ class Paired:
     settle: bool = False
 
 
+def paired_epoch(label, runner, batch_size, **options):
+    """A :class:`Paired` run of one epoch of ``runner`` (a :class:`LibraryRunner` or :class:`PeerRunner`) from its
+    start; ``options`` as :class:`Paired`'s."""
+
+    def epoch():
+        runner.reset()
+        runner.epoch(batch_size)
+
+    return Paired(label, epoch, **options)
+
+
 def time_entry(benchmark, runner, name, batch_size, rounds, expected=None, initial=None, data=None, paired=None,
                **extra_info):
     """Time ``runner.epoch(batch_size)`` from the same start each round, with its threads matched to the cpu

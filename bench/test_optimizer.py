@@ -24,9 +24,9 @@ import pytest
 from bench.conftest import (
     LR,
     N_SAMPLES,
-    Paired,
     check_against_reference,
     make_runner,
+    paired_epoch,
     require_backend,
     time_entry,
 )
@@ -86,12 +86,7 @@ def test_optimizer_epoch(benchmark, datasets, initial_params, order, variant, ba
     paired = None
     if variant != "plain SGD":
         plain = make_runner("cpu", initial_params, X, y, order, SETTINGS["plain SGD"])
-
-        def plain_epoch():
-            plain.reset()
-            plain.epoch(batch_size)
-
-        paired = Paired("plain SGD", plain_epoch)
+        paired = paired_epoch("plain SGD", plain, batch_size)
     time_entry(benchmark, runner, "cpu", batch_size, ROUNDS, paired=paired, items=N_SAMPLES, unit="samples",
                baseline=variant == "plain SGD")
     benchmark.extra_info["label"] = variant

@@ -16,9 +16,9 @@ import pytest
 
 from bench.conftest import (
     N_SAMPLES,
-    Paired,
     PeerRunner,
     check_against_reference,
+    paired_epoch,
     reference_epoch,
     require_backend,
     time_entry,
@@ -47,12 +47,7 @@ def test_estimator_epoch(benchmark, datasets, initial_params, order, estimator, 
     if estimator.startswith("model."):
         scikit_learn = PeerRunner(ScikitLearnSGD(initial_params, X, y, order))
         scikit_learn.prepare(batch_size)
-
-        def scikit_learn_epoch():
-            scikit_learn.reset()
-            scikit_learn.epoch(batch_size)
-
-        paired = Paired("scikit-learn MLPClassifier", scikit_learn_epoch, speedup=True, settle=True)
+        paired = paired_epoch("scikit-learn MLPClassifier", scikit_learn, batch_size, speedup=True, settle=True)
     time_entry(benchmark, runner, "cpu" if estimator.startswith("model.") else "sklearn", batch_size, ROUNDS,
                expected, initial_params, (X, y), paired=paired, items=N_SAMPLES, unit="samples",
                baseline=estimator == "sklearn")
