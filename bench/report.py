@@ -16,11 +16,12 @@ Columns, per group:
   scikit-learn's estimator), the baseline's;
 * **paired rounds**, in groups whose entries timed a paired run before each
   round (:class:`bench.conftest.Paired`: plain SGD before each optimiser
-  setting's epoch, NumPy's sgemm before each wide net's): the median and IQR
-  of the rounds' own ratios: the entry's time over the paired run's, its
-  rate as a share of the paired run's rate, or (scikit-learn's estimator
-  before this project's) the paired run's time over the entry's. A slow spell of the machine moves
-  these less than a ratio of two medians timed one entry after the other.
+  setting's epoch, scikit-learn's estimator before this project's, NumPy's
+  sgemm before each wide net's): the median and IQR of the rounds' own
+  ratios, the entry's time over the paired run's, the paired run's time over
+  the entry's (a speed-up), or the entry's rate as a share of the paired
+  run's. A slow spell of the machine moves these less than a ratio of two
+  medians timed one entry after the other.
 
 Ratios are of one run's medians, printed to two significant figures. With
 matplotlib installed, ``--plots DIR`` writes one bar chart per group.

@@ -167,9 +167,11 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"classes={list(classes)} differ from the first call's {list(self.classes_)}")
         # Each label's index among the sorted classes_, and a check that it is that class (no second sort of y).
         labels = np.searchsorted(self.classes_, y)
-        known = self.classes_[np.minimum(labels, self.classes_.shape[0] - 1)] == y
+        n_classes = self.classes_.shape[0]
+        known = self.classes_[np.minimum(labels, n_classes - 1)] == y if n_classes else np.zeros(y.shape, bool)
         if not np.all(known):
-            raise ValueError(f"y holds labels not in classes_ {list(self.classes_)}: {list(np.unique(y[~known]))}")
+            raise ValueError(f"y holds labels not in classes_ {self.classes_.tolist()}: "
+                             f"{np.unique(y[~known]).tolist()}")
         if self.classes_.shape[0] < 2:
             raise ValueError(f"MLPClassifier needs at least 2 classes, got 1 class: {self.classes_[0]!r}")
         fresh = reset and not (self.warm_start and not incremental and hasattr(self, "model_")

@@ -114,6 +114,8 @@ def test_partial_fit(digits):
     with pytest.raises(ValueError, match=r"labels not in classes_"):
         clf.partial_fit(X[:10], np.full(10, 11))
     np.testing.assert_array_equal(clf.coefs_[0], before)
+    with pytest.raises(ValueError, match=r"labels not in classes_ \[\]: \[0, 1, 2\]"):
+        MLPClassifier((16,), backend="cpu").partial_fit(X[:10], y[:10] % 3, classes=[])
 
 
 def test_early_stopping_and_adaptive_rate(digits):
