@@ -231,7 +231,8 @@ class Paired:
     medians taken one entry after the other moves with them, a ratio within each round much less. ``flops``
     (of the paired run) makes the report print the entry's rate as a share of the paired run's; ``speedup`` the
     paired run's time over the entry's; neither, the entry's time as a multiple of the paired run's. ``settle``
-    waits for BLAS threads the run woke up to sleep before the round (:func:`let_blas_threads_sleep`)."""
+    lets the threads of one run go to sleep before the other starts (:func:`let_blas_threads_sleep`): those of
+    the entry's last round before the paired run, those the paired run woke before the round."""
 
     label: str
     run: Callable[[], object]
@@ -266,6 +267,8 @@ def time_entry(benchmark, runner, name, batch_size, rounds, expected=None, initi
 
     def setup():
         if paired is not None:
+            if paired.settle:
+                let_blas_threads_sleep()
             start = time.perf_counter()
             paired.run()
             paired_seconds.append(time.perf_counter() - start)
@@ -295,7 +298,7 @@ BLAS_SETTLE_SECONDS = 0.3
 
 
 def let_blas_threads_sleep():
-    """Wait until the BLAS threads the reference check woke up have gone back to sleep."""
+    """Wait until the worker threads a run woke up (BLAS's, torch's, numba's) have gone back to sleep."""
     time.sleep(BLAS_SETTLE_SECONDS)
 
 

@@ -55,9 +55,17 @@ def torch_devices():
     return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
+def kind_and_device(peer):
+    """``("torch-hand", "cuda")`` of ``torch-hand-cuda``: what a peer is and where it runs (scikit-learn: the CPU)."""
+    if peer == "sklearn":
+        return "sklearn", "cpu"
+    kind, _, device = peer.rpartition("-")
+    return kind, device
+
+
 def available(peer):
     """Whether ``peer`` (``torch-eager-cpu``, ``jax-cpu``, ``sklearn``, ...) can run here."""
-    kind, _, device = peer.rpartition("-") if peer != "sklearn" else ("sklearn", "", "cpu")
+    kind, device = kind_and_device(peer)
     if kind.startswith("torch"):
         return device in torch_devices()
     if kind == "jax":
@@ -80,9 +88,9 @@ def peer_names(devices=("cpu",), kinds=("torch-eager", "torch-hand", "jax", "skl
 
 
 def label(peer):
-    """A peer's name as the reports print it: what it is, and where it runs."""
-    kind, _, device = peer.rpartition("-") if peer != "sklearn" else ("sklearn", "", "")
-    return LABELS[kind] + (f" ({device})" if device else "")
+    """A peer's name as the reports print it: what it is, and where it runs (not said for scikit-learn)."""
+    kind, device = kind_and_device(peer)
+    return LABELS[kind] + (f" ({device})" if kind != "sklearn" else "")
 
 
 def set_threads(peer, threads):
@@ -383,7 +391,7 @@ class ProjectEstimator(ScikitLearnSGD):
 
 def make_peer(peer, params, X, y, order):
     """The runner of ``peer`` (a name of :func:`peer_names`)."""
-    kind, _, device = peer.rpartition("-") if peer != "sklearn" else ("sklearn", "", "cpu")
+    kind, device = kind_and_device(peer)
     runner = {"torch-eager": TorchEager, "torch-hand": TorchHandWritten, "jax": JaxScan,
               "sklearn": ScikitLearnSGD}[kind]
     return runner(params, X, y, order, device)

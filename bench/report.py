@@ -15,9 +15,10 @@ Columns, per group:
   the header; in groups that mark a baseline instead (an optimiser setting,
   scikit-learn's estimator), the baseline's;
 * **paired rounds**, in groups whose entries timed a paired run before each
-  round (:class:`bench.conftest.Paired`: plain SGD before each optimiser
-  setting's epoch, scikit-learn's estimator before this project's, NumPy's
-  sgemm before each wide net's): the median and IQR of the rounds' own
+  round (:class:`bench.conftest.Paired`: this library's backend before each
+  peer's epoch, plain SGD before each optimiser setting's, scikit-learn's
+  estimator before this project's, NumPy's sgemm before each wide net's): the
+  median and IQR of the rounds' own
   ratios, the entry's time over the paired run's, the paired run's time over
   the entry's (a speed-up), or the entry's rate as a share of the paired
   run's. A slow spell of the machine moves these less than a ratio of two
@@ -83,18 +84,19 @@ def comparison_of(benches):
 
 
 def paired_ratios(bench):
-    """The per-round ratios of an entry that timed a paired run before each round: its rate over the paired
-    run's where both count FLOPs, the paired run's time over its own where it asked for a speed-up, else its
-    time over the paired run's; None for an entry without one."""
+    """``(kind, ratios)``, the per-round ratios of an entry that timed a paired run before each round, or None
+    for an entry without one. ``kind`` says what they are: ``"share"``, its rate over the paired run's, where
+    both count FLOPs; ``"speedup"``, the paired run's time over its own, where it asked for one; else
+    ``"time"``, its time over the paired run's."""
     info = bench.get("extra_info") or {}
     seconds, paired = info.get("round_seconds"), info.get("paired_seconds")
     if not seconds or not paired or len(seconds) != len(paired):
         return None
     if info.get("flops") and info.get("paired_flops"):
-        return [(info["flops"] / t) / (info["paired_flops"] / tp) for t, tp in zip(seconds, paired)]
+        return "share", [(info["flops"] / t) / (info["paired_flops"] / tp) for t, tp in zip(seconds, paired)]
     if info.get("paired_speedup"):
-        return [tp / t for t, tp in zip(seconds, paired)]
-    return [t / tp for t, tp in zip(seconds, paired)]
+        return "speedup", [tp / t for t, tp in zip(seconds, paired)]
+    return "time", [t / tp for t, tp in zip(seconds, paired)]
 
 
 def quartiles(values):
@@ -113,15 +115,15 @@ def quartiles(values):
 def paired_text(bench):
     """The "paired rounds" cell: ``1.8× plain SGD's time (IQR 0.1)``, ``86% of numpy sgemm 2048³ (IQR 3)`` or
     ``2.9× faster than scikit-learn MLPClassifier (IQR 0.2)``."""
-    ratios = paired_ratios(bench)
-    if ratios is None:
+    paired = paired_ratios(bench)
+    if paired is None:
         return ""
+    kind, ratios = paired
     q1, median, q3 = quartiles(ratios)
-    info = bench["extra_info"]
-    label = info["paired_label"]
-    if info.get("flops") and info.get("paired_flops"):
+    label = bench["extra_info"]["paired_label"]
+    if kind == "share":
         return f"{100 * median:.0f}% of {label} (IQR {100 * (q3 - q1):.2g})"
-    if info.get("paired_speedup"):
+    if kind == "speedup":
         return f"{ratio(median)}× faster than {label} (IQR {q3 - q1:.2g})"
     return f"{ratio(median)}× {label}'s time (IQR {q3 - q1:.2g})"
 

@@ -6,15 +6,25 @@ hand-written, on the CPU and on a GPU; JAX; scikit-learn for minibatches) on the
 same work: same initial weights, sample order and learning rate, threads matched
 to the cpu kernel's. Each runner is checked against the NumPy reference on the
 first samples before it is timed, and on the whole epoch after.
+
+Each peer's round is paired with an epoch of this library's backend on the peer's
+device (cpu, or cuda for torch on a GPU), timed just before it
+(:class:`bench.conftest.Paired`): the report's "paired rounds" column then gives,
+in each peer's row, the peer's time as a multiple of the backend's round by round,
+which this shared machine's slow spells move less than a ratio of two medians
+timed a minute apart.
 """
 
 import pytest
 
+from bench import peers
 from bench.conftest import (
     N_SAMPLES,
     all_backends,
     check_against_reference,
+    gpu_present,
     make_runner,
+    paired_epoch,
     reference_epoch,
     require_backend,
     time_entry,
@@ -40,4 +50,16 @@ def test_epoch(benchmark, datasets, initial_params, order, backend, data, batch_
     benchmark.group = f"epoch {data} batch {batch_size}"
     slow = batch_size == 1 and backend in SLOW_PER_SAMPLE
     time_entry(benchmark, runner, backend, batch_size, 3 if slow else 7, expected, initial_params, (X, y),
+               paired=paired_library_epoch(backend, initial_params, X, y, order, batch_size),
                items=N_SAMPLES, unit="samples")
+
+
+def paired_library_epoch(name, params, X, y, order, batch_size):
+    """For a peer, a :class:`bench.conftest.Paired` epoch of this library's backend on the peer's device (None
+    for the library's own entries, and for a GPU peer where the cuda backend cannot run)."""
+    if name in ("numpy", "cpu", "cuda"):
+        return None
+    _, device = peers.kind_and_device(name)
+    if device == "cuda" and not gpu_present():
+        return None
+    return paired_epoch(device, make_runner(device, params, X, y, order), batch_size, settle=True)

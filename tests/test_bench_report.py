@@ -72,3 +72,18 @@ def test_a_paired_speedup_is_the_paired_runs_time_over_the_entrys(tmp_path, caps
     ]
     # speed-ups 3.0, 3.0, 2.5
     assert "| 2.6 | 3× faster than scikit-learn MLPClassifier (IQR 0.25) |" in printed_report(benches, tmp_path, capsys)
+
+
+def test_a_peers_rounds_are_paired_with_the_library_backend_on_its_device():
+    np = pytest.importorskip("numpy")
+    from bench.test_training import paired_library_epoch
+    from model import MLP
+
+    net = MLP([6, 5, 3], backend="numpy", seed=0)
+    X = np.random.default_rng(0).random((40, 6)).astype(np.float32)
+    y, order = np.arange(40) % 3, np.arange(40, dtype=np.int64)
+    assert paired_library_epoch("cpu", net.params, X, y, order, 8) is None
+    assert paired_library_epoch("numpy", net.params, X, y, order, 8) is None
+    for peer in ("jax-cpu", "torch-hand-cpu", "sklearn"):
+        paired = paired_library_epoch(peer, net.params, X, y, order, 8)
+        assert (paired.label, paired.settle, paired.flops, paired.speedup) == ("cpu", True, None, False)
