@@ -33,6 +33,11 @@ its interquartile range. Experiments (``--only`` picks one):
     The same epochs with each sample's non-zero inputs listed a register at a
     time and by a loop of scalars, each in a process of its own
     (``kernels.cpu.simd.VECTOR_LISTING``).
+``blas-shapes``
+    Each BLAS product of a 784-1024-1024-10 step (batches of 256 and 1,024), called as the
+    BLAS path calls it, against NumPy's 2048³ sgemm: its rate as a share of sgemm's, and
+    the share the step's products reach together, the most an epoch of the BLAS path
+    could reach were everything else free.
 ``paths``
     The fused minibatch kernel against the BLAS path on 784-128-10 and
     784-1024-1024-10 at several batch sizes, inputs 19% non-zero (``BLAS_MIN_MULTIPLY_ADDS``, on the
@@ -47,6 +52,7 @@ import numpy as np
 
 from kernels import layout
 from kernels.activations import RELU
+from kernels.cpu.blas import gemm
 from kernels.cpu.minibatch import minibatch_epoch_variant, parallel_threads
 from kernels.cpu.minibatch_blas import fused_multiply_adds, minibatch_epoch_blas, step_multiply_adds
 from kernels.cpu.per_sample import sgd_epoch_variant
@@ -189,6 +195,56 @@ def paths(rounds):
                          f"({step_multiply_adds(sizes, batch_size) / 2 ** 20:.0f}·2²⁰ multiply-adds a step, "
                          f"{fused_count / 2 ** 20:.0f}·2²⁰ in the fused kernel)",
                          alternate(variants, max(3, rounds // 3)))
+
+
+def step_products(sizes, batch_size, seed=0):
+    """``{name: (run, flops)}``: the BLAS calls of one step of :func:`minibatch_epoch_blas` (plain SGD), on random
+    operands of their shapes: each layer's forward product, its input gradient (above the first layer) and its
+    weight step fused into the gradient's product (``β = 1``)."""
+    rng = np.random.default_rng(seed)
+
+    def operand(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+
+    products = {}
+    for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        A, W, Z, D = operand(batch_size, n_in), operand(n_out, n_in), operand(batch_size, n_out), operand(
+            batch_size, n_out)
+        flops = 2 * batch_size * n_in * n_out
+        products[f"layer {l + 1} forward ({batch_size}×{n_in} · {n_in}×{n_out})"] = (
+            partial(gemm, A, W, Z, transpose_b=True), flops)
+        if l > 0:
+            products[f"layer {l + 1} input gradient ({batch_size}×{n_out} · {n_out}×{n_in})"] = (
+                partial(gemm, D, W, np.empty_like(A)), flops)
+        products[f"layer {l + 1} weight step ({n_out}×{batch_size} · {batch_size}×{n_in}, β = 1)"] = (
+            partial(gemm, D, A, W, transpose_a=True, alpha=-1e-6, beta=1.0), flops)
+    return products
+
+
+def blas_shapes(rounds):
+    size = 2048
+    A, B = (np.random.default_rng(seed).standard_normal((size, size)).astype(np.float32) for seed in (1, 2))
+    C = np.empty_like(A)
+    sgemm_flops = 2 * size ** 3
+    for batch_size in (256, 1024):
+        products = step_products([784, 1024, 1024, 10], batch_size)
+        # Each product repeated to about one sgemm's work, so that every variant takes ~0.1 s.
+        times = {name: max(1, round(sgemm_flops / flops)) for name, (_, flops) in products.items()}
+        variants = {f"numpy sgemm {size}³": partial(np.matmul, A, B, out=C),
+                    **{name: partial(repeat, run, times[name]) for name, (run, _) in products.items()}}
+        result = alternate(variants, rounds)
+        sgemm_seconds = result[f"numpy sgemm {size}³"][0]
+        print(f"\n784-1024-1024-10, batch {batch_size}: each product's rate as a share of NumPy's {size}³ sgemm "
+              f"({sgemm_flops / sgemm_seconds / 1e9:.0f} GFLOP/s here), the ratio taken within each round")
+        step_seconds = step_at_sgemm = 0.0
+        for name, (_, flops) in products.items():
+            median, ratio, _ = result[name]
+            share = times[name] * flops / sgemm_flops / ratio
+            step_seconds += median / times[name]
+            step_at_sgemm += flops / sgemm_flops * sgemm_seconds
+            print(f"  {name:<52} {times[name] * flops / median / 1e9:6.1f} GFLOP/s  {100 * share:4.0f}% of sgemm")
+        print(f"  the step's products together: {1e3 * step_seconds:.2f} ms, {100 * step_at_sgemm / step_seconds:.0f}% "
+              f"of sgemm's rate (the most an epoch of the BLAS path could reach)")
 
 
 def placed(array, offset):
@@ -371,7 +427,7 @@ def listing(rounds):
 
 
 EXPERIMENTS = {"per-sample-density": per_sample_density, "minibatch-density": minibatch_density,
-               "blas-spin": blas_spin, "paths": paths, "vector-width": vector_width,
+               "blas-spin": blas_spin, "blas-shapes": blas_shapes, "paths": paths, "vector-width": vector_width,
                "sparse-parts": sparse_parts, "alignment": alignment, "listing": listing}
 
 
