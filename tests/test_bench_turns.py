@@ -92,3 +92,17 @@ def test_turns_times_the_project_estimator_against_scikit_learn(monkeypatch, cap
     assert "estimator-128: 784-128-10, batch 128, 512 samples, 2 rounds" in out
     assert "time ÷ model.sklearn.MLPClassifier (cpu) 1 (IQR 0)" in out
     assert "scikit-learn MLPClassifier" in out
+
+
+def test_the_blas_shapes_experiment_times_the_products_of_a_blas_step():
+    """``--only blas-shapes`` times one call of each product a step of the BLAS path makes: their operations add up
+    to the step's as the wide-net benchmarks count them, and each runs."""
+    from bench import sweeps
+    from kernels.cpu.minibatch_blas import step_multiply_adds
+
+    sizes, batch_size = [12, 9, 7, 3], 5
+    products = sweeps.step_products(sizes, batch_size)
+    assert len(products) == 3 * (len(sizes) - 1) - 1  # no input gradient below the first layer
+    assert sum(flops for _, flops in products.values()) == 2 * step_multiply_adds(sizes, batch_size)
+    for run, _ in products.values():
+        run()
