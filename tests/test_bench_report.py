@@ -86,4 +86,4 @@ def test_a_peers_rounds_are_paired_with_the_library_backend_on_its_device():
     assert paired_library_epoch("numpy", net.params, X, y, order, 8) is None
     for peer in ("jax-cpu", "torch-hand-cpu", "sklearn"):
         paired = paired_library_epoch(peer, net.params, X, y, order, 8)
-        assert (paired.label, paired.settle, paired.flops, paired.speedup) == ("cpu", True, None, False)
+        assert (paired.label, paired.settle, paired.flops, paired.speedup) == ("cpu", True, None, False)  # 0.3 s apart
