@@ -18,11 +18,10 @@ Columns, per group:
   round (:class:`bench.conftest.Paired`: this library's backend before each
   peer's epoch, plain SGD before each optimiser setting's, scikit-learn's
   estimator before this project's, NumPy's sgemm before each wide net's): the
-  median and IQR of the rounds' own
-  ratios, the entry's time over the paired run's, the paired run's time over
-  the entry's (a speed-up), or the entry's rate as a share of the paired
-  run's. A slow spell of the machine moves these less than a ratio of two
-  medians timed one entry after the other.
+  median and IQR of the rounds' own ratios, the entry's time over the paired
+  run's, the paired run's time over the entry's (a speed-up), or the entry's
+  rate as a share of the paired run's. A slow spell of the machine moves these
+  less than a ratio of two medians timed one entry after the other.
 
 Ratios are of one run's medians, printed to two significant figures. With
 matplotlib installed, ``--plots DIR`` writes one bar chart per group.

@@ -75,7 +75,8 @@ def test_a_paired_speedup_is_the_paired_runs_time_over_the_entrys(tmp_path, caps
 
 
 def test_a_peers_rounds_are_paired_with_the_library_backend_on_its_device():
-    np = pytest.importorskip("numpy")
+    import numpy as np
+
     from bench.test_training import paired_library_epoch
     from model import MLP
 
