@@ -1,0 +1,197 @@
+"""What bounds issue 11's two open targets, timed by turns.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m bench.limits [--rounds 9] [--only NAME]
+
+``blas-ablation``
+    The BLAS path's epoch of 784-1024-1024-10 (10,000 MNIST images, batches of
+    256 and 1,024) as shipped, with its BLAS calls skipped, and with its numba
+    kernels skipped as well, in turns with NumPy's 2048³ sgemm: the epoch's rate
+    as a share of sgemm's, the share of its time outside BLAS (numba kernels and
+    Python), and the rate of its BLAS calls alone. Skipping a call changes what the
+    next one computes on, not how long it takes, so the differences are the skipped
+    work's time. Then each product's shape, timed call by call inside three epochs
+    (``bench/sweeps.py --only blas-shapes`` times each product alone, warm).
+``cold-start``
+    ``python -m model train --epochs 1`` of this checkout and of an earlier
+    revision (``--against``, default: the last commit before issue 11's work; a
+    ``git worktree`` in a temporary folder), and numba alone calling one cached
+    function, in fresh processes with warm caches, by turns: whether the command
+    "stays as it is" on this machine, and how far it is from numba's own floor.
+    ``--python`` runs them under another interpreter, such as one in a virtual
+    environment with only the README's first install (numba and NumPy; without
+    SciPy, which numba imports at its first call where it is installed).
+"""
+
+import argparse
+import contextlib
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+from functools import partial
+
+import numpy as np
+
+from bench.sweeps import alternate, net_start
+from kernels import layout
+from kernels.activations import RELU
+from kernels.cpu import minibatch_blas
+from kernels.cpu.minibatch_blas import minibatch_epoch_blas, step_multiply_adds
+from kernels.optimizer import hyper
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+#: The last commit before issue 11's work (peers, BLAS path, the split of ``kernels/cpu/network.py``).
+BEFORE_ISSUE_11 = "dd6053b"
+#: The BLAS path's calls into OpenBLAS, and its numba kernels, as ``kernels.cpu.minibatch_blas`` names them.
+BLAS_CALLS = ("gemm",)
+NUMBA_KERNELS = ("gather_rows", "bias_activation", "loss_rows", "activation_derivative_mask", "bias_gradient",
+                 "sgd_update")
+
+
+@contextlib.contextmanager
+def timed_products(seconds, flops):
+    """``kernels.cpu.minibatch_blas``'s ``gemm`` timed call by call, for the block: ``seconds[shape]`` and
+    ``flops[shape]`` add up each call's, ``shape`` being ``(op(A) op(B), M, N, K)`` as in ``"NT", 256, 1024, 784``."""
+    gemm = minibatch_blas.gemm
+
+    def timed(A, B, C, transpose_a=False, transpose_b=False, alpha=1.0, beta=0.0):
+        M, N = C.shape
+        K = A.shape[0] if transpose_a else A.shape[1]
+        shape = ("T" if transpose_a else "N") + ("T" if transpose_b else "N"), M, N, K
+        started = time.perf_counter()
+        gemm(A, B, C, transpose_a, transpose_b, alpha, beta)
+        seconds[shape] = seconds.get(shape, 0.0) + time.perf_counter() - started
+        flops[shape] = flops.get(shape, 0) + 2 * M * N * K
+
+    minibatch_blas.gemm = timed
+    try:
+        yield
+    finally:
+        minibatch_blas.gemm = gemm
+
+
+@contextlib.contextmanager
+def skipped(names):
+    """``kernels.cpu.minibatch_blas``'s functions ``names`` replaced by ones that do nothing, for the block."""
+    saved = {name: getattr(minibatch_blas, name) for name in names}
+    try:
+        for name in names:
+            setattr(minibatch_blas, name, lambda *args, **kwargs: None)
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(minibatch_blas, name, function)
+
+
+def blas_ablation(rounds):
+    from bench.conftest import mnist_data
+
+    X, y = mnist_data()
+    order = np.random.default_rng(1).permutation(X.shape[0]).astype(np.int64)
+    theta0, sizes = net_start([784, 1024, 1024, 10])
+    size = 2048
+    A, B = (np.random.default_rng(seed).standard_normal((size, size)).astype(np.float32) for seed in (1, 2))
+    C = np.empty_like(A)
+    sgemm_flops = 2 * size ** 3
+
+    def epoch(skip, theta, batch_size, work):
+        with skipped(skip):
+            minibatch_epoch_blas(theta, theta[:1], sizes, RELU, X, y, order, batch_size, hyper(0.001), work,
+                                 np.zeros(1))
+
+    for batch_size in (256, 1024):
+        work = layout.aligned_zeros(layout.workspace_size(sizes, batch_size), np.float32)
+
+        # Each variant on weights of its own: those of a skipped product's epoch drift on whatever lies in the work
+        # buffer, and the shipped epoch's must stay those of a training run.
+        variants = {"epoch as shipped": partial(epoch, (), layout.aligned_copy(theta0), batch_size, work),
+                    "BLAS calls skipped": partial(epoch, BLAS_CALLS, layout.aligned_copy(theta0), batch_size, work),
+                    "BLAS calls and numba kernels skipped": partial(epoch, BLAS_CALLS + NUMBA_KERNELS,
+                                                                    layout.aligned_copy(theta0), batch_size, work),
+                    f"numpy sgemm {size}³": partial(np.matmul, A, B, out=C)}
+        result = alternate(variants, rounds)
+        epoch_flops = 2 * sum(step_multiply_adds(sizes, min(batch_size, X.shape[0] - start))
+                              for start in range(0, X.shape[0], batch_size))
+        full, no_blas, python = (result[name][0] for name in list(variants)[:3])
+        sgemm_rate = sgemm_flops / result[f"numpy sgemm {size}³"][0]
+        # sgemm's time over the epoch's within each round, times the epoch's FLOPs over sgemm's: the epoch's share.
+        epoch_share = epoch_flops / sgemm_flops * result[f"numpy sgemm {size}³"][1]
+        print(f"\n784-1024-1024-10, batch {batch_size}, {X.shape[0]:,} samples; NumPy's {size}³ sgemm "
+              f"{sgemm_rate / 1e9:.0f} GFLOP/s in these rounds; medians of {rounds} rounds:")
+        print(f"  epoch as shipped          {full * 1e3:7.1f} ms, {epoch_flops / full / 1e9:5.1f} GFLOP/s, "
+              f"{100 * epoch_share:.0f}% of sgemm (ratio within rounds)")
+        print(f"  outside BLAS              {no_blas * 1e3:7.1f} ms ({100 * no_blas / full:.1f}% of the epoch): "
+              f"numba kernels {(no_blas - python) * 1e3:.1f} ms, Python {python * 1e3:.1f} ms")
+        print(f"  the BLAS calls alone      {(full - no_blas) * 1e3:7.1f} ms, "
+              f"{100 * epoch_flops / (full - no_blas) / sgemm_rate:.0f}% of sgemm's rate")
+        seconds, flops = {}, {}
+        with timed_products(seconds, flops):
+            for _ in range(3):
+                time.sleep(0.3)
+                variants["epoch as shipped"]()
+        print("  each product's shape, timed call by call in three more epochs (ms an epoch, share of the sgemm "
+              "rate above):")
+        for shape in sorted(seconds, key=seconds.get, reverse=True):
+            kind, M, N, K = shape
+            rate = flops[shape] / seconds[shape]
+            label = f"{kind} ({M}×{K})·({K}×{N})"
+            print(f"    {label:<28} {seconds[shape] / 3 * 1e3:7.1f} ms {100 * rate / sgemm_rate:5.0f}%")
+
+
+def timed_run(python, arguments, path, cache_dir):
+    """Seconds a fresh ``python arguments`` takes in ``path``, with numba's cache in ``cache_dir``."""
+    environment = {**os.environ, "NUMBA_CACHE_DIR": str(cache_dir), "PYTHONPATH": str(path)}
+    started = time.perf_counter()
+    subprocess.run([python, *arguments], check=True, env=environment, cwd=path, timeout=600,
+                   stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def cold_start(rounds, against=BEFORE_ISSUE_11, python=sys.executable):
+    from bench.test_cold_start import COMMAND_LINE, FLOOR_FROZEN_SCRIPT, FLOOR_MODULE
+
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = pathlib.Path(scratch)
+        earlier = scratch / "earlier"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(earlier), against],
+                       check=True)
+        try:
+            floor = scratch / "floor"
+            floor.mkdir()
+            (floor / "floor_module.py").write_text(FLOOR_MODULE)
+            commands = {"command line, this checkout": (COMMAND_LINE, ROOT),
+                        f"command line at {against}": (COMMAND_LINE, earlier),
+                        "numba alone + gc.freeze()": (["-c", FLOOR_FROZEN_SCRIPT], floor)}
+            variants = {name: partial(timed_run, python, arguments, path, scratch / f"cache-{index}")
+                        for index, (name, (arguments, path)) in enumerate(commands.items())}
+            for run in variants.values():  # fills each cache: alternate()'s own warm-up call is then a warm run
+                run()
+            result = alternate(variants, rounds)
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(earlier)], check=True)
+    print(f"\ncold start, cache warm, {python}: medians of {rounds} rounds, each time ÷ this checkout's "
+          f"within rounds")
+    for name, (median, ratio, iqr) in result.items():
+        print(f"  {name:<32} {median:5.2f} s   ÷ this checkout {ratio:#.2g} (IQR {iqr:.2g})")
+
+
+EXPERIMENTS = {"blas-ablation": blas_ablation, "cold-start": cold_start}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--only", choices=list(EXPERIMENTS))
+    parser.add_argument("--against", default=BEFORE_ISSUE_11, help="cold-start: the earlier revision")
+    parser.add_argument("--python", default=sys.executable, help="cold-start: the interpreter of the runs")
+    args = parser.parse_args(argv)
+    if args.only in (None, "blas-ablation"):
+        blas_ablation(args.rounds)
+    if args.only in (None, "cold-start"):
+        cold_start(args.rounds, args.against, args.python)
+
+
+if __name__ == "__main__":
+    main()
