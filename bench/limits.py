@@ -11,6 +11,12 @@
     next one computes on, not how long it takes, so the differences are the skipped
     work's time. Then each product's shape, timed call by call inside three epochs
     (``bench/sweeps.py --only blas-shapes`` times each product alone, warm).
+``numba-products``
+    On one thread, each large product of a 784-1024-1024-10 step at batch 256 by
+    OpenBLAS (``kernels.cpu.blas.gemm``) and by this library's own ``@njit``
+    products (``kernels.cpu.linear``: register-blocked dot products for ``A Wᵀ``,
+    row updates for the others), by turns: how far a product written in numba is
+    from the BLAS whose rate the wide nets' target is set against.
 ``cold-start``
     ``python -m model train --epochs 1`` of this checkout and of an earlier
     revision (``--against``, default: the last commit before issue 11's work; a
@@ -140,6 +146,52 @@ def blas_ablation(rounds):
             print(f"    {label:<28} {seconds[shape] / 3 * 1e3:7.1f} ms {100 * rate / sgemm_rate:5.0f}%")
 
 
+def numba_products(rounds):
+    from threadpoolctl import threadpool_limits
+
+    from bench.sweeps import repeat
+    from kernels.cpu.blas import gemm
+    from kernels.cpu.linear import gemm_nt, gemm_rows
+
+    rng = np.random.default_rng(0)
+
+    def operand(*shape):
+        return layout.aligned(rng.standard_normal(shape).astype(np.float32))
+
+    batch_size = 256
+    lr = 1e-3
+    # name: (OpenBLAS's call, numba's call, each writing its argument; that argument's start; multiply-adds)
+    products = {}
+    for n_in, n_out in ((784, 1024), (1024, 1024)):
+        A, W, D = operand(batch_size, n_in), operand(n_out, n_in), operand(batch_size, n_out)
+        products[f"forward A·Wᵀ ({batch_size}×{n_in}·{n_in}×{n_out})"] = (
+            lambda Z, A=A, W=W: gemm(A, W, Z, transpose_b=True), lambda Z, A=A, W=W: gemm_nt(A, W, Z),
+            operand(batch_size, n_out), batch_size * n_in * n_out)
+        if n_in == 1024:
+            products[f"input gradient D·W ({batch_size}×{n_out}·{n_out}×{n_in})"] = (
+                lambda G, D=D, W=W: gemm(D, W, G),
+                lambda G, D=D, W=W: gemm_rows(D, W, G, 0, G.shape[0], False, 1.0, False),
+                operand(batch_size, n_in), batch_size * n_in * n_out)
+        products[f"weight step W -= η Dᵀ·A ({n_out}×{batch_size}·{batch_size}×{n_in})"] = (
+            lambda W, D=D, A=A: gemm(D, A, W, transpose_a=True, alpha=-lr, beta=1.0),
+            lambda W, D=D, A=A: gemm_rows(D, A, W, 0, W.shape[0], True, -lr, True),
+            W, batch_size * n_in * n_out)
+    print(f"\none thread, batch {batch_size}: each product by OpenBLAS and by this library's numba kernels, "
+          f"each repeated 5 times a round, medians of {rounds} rounds")
+    with threadpool_limits(limits=1, user_api="blas"):
+        for name, (blas, numba, start, multiply_adds) in products.items():
+            by_blas, by_numba = start.copy(), start.copy()
+            blas(by_blas)
+            numba(by_numba)
+            np.testing.assert_allclose(by_numba, by_blas, rtol=1e-4, atol=1e-3, err_msg=name)
+            result = alternate({"OpenBLAS": partial(repeat, partial(blas, by_blas), 5),
+                                "numba": partial(repeat, partial(numba, by_numba), 5)}, rounds, pause=0.1)
+            flops = 5 * 2 * multiply_adds
+            print(f"  {name:<52} OpenBLAS {flops / result['OpenBLAS'][0] / 1e9:5.1f} GFLOP/s, numba "
+                  f"{flops / result['numba'][0] / 1e9:5.1f} GFLOP/s: {1 / result['numba'][1]:.2f} of OpenBLAS's rate "
+                  f"(IQR of the time ratio {result['numba'][2]:.2g})")
+
+
 def timed_run(python, arguments, path, cache_dir):
     """Seconds a fresh ``python arguments`` takes in ``path``, with numba's cache in ``cache_dir``."""
     environment = {**os.environ, "NUMBA_CACHE_DIR": str(cache_dir), "PYTHONPATH": str(path)}
@@ -177,7 +229,7 @@ def cold_start(rounds, against=BEFORE_ISSUE_11, python=sys.executable):
         print(f"  {name:<32} {median:5.2f} s   ÷ this checkout {ratio:#.2g} (IQR {iqr:.2g})")
 
 
-EXPERIMENTS = {"blas-ablation": blas_ablation, "cold-start": cold_start}
+EXPERIMENTS = {"blas-ablation": blas_ablation, "numba-products": numba_products, "cold-start": cold_start}
 
 
 def main(argv=None):
@@ -189,6 +241,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.only in (None, "blas-ablation"):
         blas_ablation(args.rounds)
+    if args.only in (None, "numba-products"):
+        numba_products(args.rounds)
     if args.only in (None, "cold-start"):
         cold_start(args.rounds, args.against, args.python)
 

@@ -91,3 +91,13 @@ def test_cold_start_times_both_revisions_and_the_floor_by_turns_and_removes_its_
     out = capsys.readouterr().out
     assert "command line at abc1234           1.20 s   ÷ this checkout 0.80" in out
     assert "numba alone + gc.freeze()         1.20 s" in out
+
+
+def test_numba_products_are_checked_against_openblas_before_they_are_timed(capsys):
+    pytest.importorskip("threadpoolctl")
+    from bench.limits import numba_products
+
+    numba_products(1)  # asserts that each numba product gives OpenBLAS's result before timing it
+    lines = [line for line in capsys.readouterr().out.splitlines() if "of OpenBLAS's rate" in line]
+    assert len(lines) == 5  # two forward products, one input gradient, two weight steps
+    assert all("OpenBLAS" in line and "GFLOP/s" in line for line in lines)
