@@ -17,6 +17,12 @@
     products (``kernels.cpu.linear``: register-blocked dot products for ``A Wᵀ``,
     row updates for the others), by turns: how far a product written in numba is
     from the BLAS whose rate the wide nets' target is set against.
+``sgemm-pause``
+    NumPy's 2048³ sgemm as the suite's paired rounds time it (one product after
+    0.3 s for the threads to sleep, a 31 MB array read just before it, as an epoch
+    would leave the caches), against one timed right after an untimed product,
+    and against four in a row: whether the rate the wide nets are measured against
+    is lowered by its product's being the first after a pause.
 ``cold-start``
     ``python -m model train --epochs 1`` of this checkout and of an earlier
     revision (``--against``, default: the last commit before issue 11's work; a
@@ -192,6 +198,45 @@ def numba_products(rounds):
                   f"(IQR of the time ratio {result['numba'][2]:.2g})")
 
 
+def sgemm_pause(rounds, size=2048):
+    from bench.conftest import BLAS_SETTLE_SECONDS
+
+    rng = np.random.default_rng(0)
+    A, B = (rng.standard_normal((size, size)).astype(np.float32) for _ in range(2))
+    C = np.empty_like(A)
+    other_data = rng.random((10_000, 784)).astype(np.float32)  # the wide nets' MNIST, 31 MB
+
+    def product():
+        np.matmul(A, B, out=C)
+
+    def timed(before, times):
+        other_data.sum()
+        time.sleep(BLAS_SETTLE_SECONDS)
+        for _ in range(before):
+            product()
+        started = time.perf_counter()
+        for _ in range(times):
+            product()
+        return (time.perf_counter() - started) / times
+
+    variants = {"one product after the pause (as paired)": partial(timed, 0, 1),
+                "one product right after an untimed one": partial(timed, 1, 1),
+                "four in a row after the pause, mean": partial(timed, 0, 4)}
+    seconds = {name: [] for name in variants}
+    names = list(variants)
+    for run in variants.values():
+        run()
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            seconds[name].append(variants[name]())
+    warm = np.array(seconds[names[1]])
+    print(f"\nNumPy's {size}³ sgemm, one product's time, medians of {rounds} rounds, ÷ the warm one's within rounds")
+    for name, values in seconds.items():
+        ratios = np.array(values) / warm
+        print(f"  {name:<42} {np.median(values) * 1e3:6.1f} ms, {2 * size ** 3 / np.median(values) / 1e9:5.1f} "
+              f"GFLOP/s, ÷ warm {np.median(ratios):#.3g} (IQR {np.subtract(*np.percentile(ratios, [75, 25])):.2g})")
+
+
 def timed_run(python, arguments, path, cache_dir):
     """Seconds a fresh ``python arguments`` takes in ``path``, with numba's cache in ``cache_dir``."""
     environment = {**os.environ, "NUMBA_CACHE_DIR": str(cache_dir), "PYTHONPATH": str(path)}
@@ -229,7 +274,8 @@ def cold_start(rounds, against=BEFORE_ISSUE_11, python=sys.executable):
         print(f"  {name:<32} {median:5.2f} s   ÷ this checkout {ratio:#.2g} (IQR {iqr:.2g})")
 
 
-EXPERIMENTS = {"blas-ablation": blas_ablation, "numba-products": numba_products, "cold-start": cold_start}
+EXPERIMENTS = {"blas-ablation": blas_ablation, "numba-products": numba_products, "sgemm-pause": sgemm_pause,
+               "cold-start": cold_start}
 
 
 def main(argv=None):
@@ -243,6 +289,8 @@ def main(argv=None):
         blas_ablation(args.rounds)
     if args.only in (None, "numba-products"):
         numba_products(args.rounds)
+    if args.only in (None, "sgemm-pause"):
+        sgemm_pause(args.rounds)
     if args.only in (None, "cold-start"):
         cold_start(args.rounds, args.against, args.python)
 

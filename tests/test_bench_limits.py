@@ -101,3 +101,14 @@ def test_numba_products_are_checked_against_openblas_before_they_are_timed(capsy
     lines = [line for line in capsys.readouterr().out.splitlines() if "of OpenBLAS's rate" in line]
     assert len(lines) == 5  # two forward products, one input gradient, two weight steps
     assert all("OpenBLAS" in line and "GFLOP/s" in line for line in lines)
+
+
+def test_sgemm_pause_times_each_way_of_timing_the_product_by_turns(monkeypatch, capsys):
+    from bench import conftest, limits
+
+    monkeypatch.setattr(conftest, "BLAS_SETTLE_SECONDS", 0.0)
+    limits.sgemm_pause(2, size=64)
+    out = capsys.readouterr().out
+    assert "NumPy's 64³ sgemm" in out
+    assert "one product right after an untimed one" in out and "÷ warm 1.00 (IQR 0)" in out
+    assert out.count("GFLOP/s") == 3
