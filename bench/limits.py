@@ -10,7 +10,8 @@
     Python), and the rate of its BLAS calls alone. Skipping a call changes what the
     next one computes on, not how long it takes, so the differences are the skipped
     work's time. Then each product's shape, timed call by call inside three epochs
-    (``bench/sweeps.py --only blas-shapes`` times each product alone, warm).
+    (``bench/sweeps.py --only blas-shapes`` times each product alone, warm), and
+    what skipping each numba kernel alone saves.
 ``numba-products``
     On one thread, each large product of a 784-1024-1024-10 step at batch 256 by
     OpenBLAS (``kernels.cpu.blas.gemm``) and by this library's own ``@njit``
@@ -150,6 +151,14 @@ def blas_ablation(rounds):
             rate = flops[shape] / seconds[shape]
             label = f"{kind} ({M}×{K})·({K}×{N})"
             print(f"    {label:<28} {seconds[shape] / 3 * 1e3:7.1f} ms {100 * rate / sgemm_rate:5.0f}%")
+        # Each numba kernel's own time: the epoch without its BLAS calls, with and without that kernel.
+        without_blas = {"BLAS calls skipped": variants["BLAS calls skipped"]}
+        without_blas.update({name: partial(epoch, (*BLAS_CALLS, name), layout.aligned_copy(theta0), batch_size, work)
+                             for name in NUMBA_KERNELS})
+        kernels = alternate(without_blas, rounds, pause=0.05)
+        print("  each numba kernel, skipped alone (with the BLAS calls), what its absence saves an epoch:")
+        for name in NUMBA_KERNELS:
+            print(f"    {name:<28} {(kernels['BLAS calls skipped'][0] - kernels[name][0]) * 1e3:7.1f} ms")
 
 
 def numba_products(rounds):
