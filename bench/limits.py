@@ -47,7 +47,7 @@ from functools import partial
 
 import numpy as np
 
-from bench.sweeps import alternate, net_start
+from bench.sweeps import alternate, net_start, square_operands
 from kernels import layout
 from kernels.activations import RELU
 from kernels.cpu import minibatch_blas
@@ -105,8 +105,7 @@ def blas_ablation(rounds):
     order = np.random.default_rng(1).permutation(X.shape[0]).astype(np.int64)
     theta0, sizes = net_start([784, 1024, 1024, 10])
     size = 2048
-    A, B = (np.random.default_rng(seed).standard_normal((size, size)).astype(np.float32) for seed in (1, 2))
-    C = np.empty_like(A)
+    A, B, C = square_operands(size)
     sgemm_flops = 2 * size ** 3
 
     def epoch(skip, theta, batch_size, work):
@@ -210,10 +209,8 @@ def numba_products(rounds):
 def sgemm_pause(rounds, size=2048):
     from bench.conftest import BLAS_SETTLE_SECONDS
 
-    rng = np.random.default_rng(0)
-    A, B = (rng.standard_normal((size, size)).astype(np.float32) for _ in range(2))
-    C = np.empty_like(A)
-    other_data = rng.random((10_000, 784)).astype(np.float32)  # the wide nets' MNIST, 31 MB
+    A, B, C = square_operands(size)
+    other_data = np.random.default_rng(1).random((10_000, 784)).astype(np.float32)  # the wide nets' MNIST, 31 MB
 
     def product():
         np.matmul(A, B, out=C)

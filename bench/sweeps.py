@@ -221,10 +221,17 @@ def step_products(sizes, batch_size, seed=0):
     return products
 
 
+def square_operands(size, seed=0):
+    """Two random float32 ``size × size`` matrices and a product buffer: NumPy's sgemm, the rate the wide nets'
+    products are measured against."""
+    rng = np.random.default_rng(seed)
+    A, B = (rng.standard_normal((size, size)).astype(np.float32) for _ in range(2))
+    return A, B, np.empty((size, size), np.float32)
+
+
 def blas_shapes(rounds):
     size = 2048
-    A, B = (np.random.default_rng(seed).standard_normal((size, size)).astype(np.float32) for seed in (1, 2))
-    C = np.empty_like(A)
+    A, B, C = square_operands(size)
     sgemm_flops = 2 * size ** 3
     for batch_size in (256, 1024):
         products = step_products([784, 1024, 1024, 10], batch_size)

@@ -22,6 +22,7 @@ from bench.conftest import (
     time_entry,
 )
 from bench.peers import peer_names, torch_devices
+from bench.sweeps import square_operands
 from kernels import layout
 from kernels.cpu.minibatch_blas import step_multiply_adds
 from model import MLP, load_mnist
@@ -56,13 +57,6 @@ def wide_data():
         X = (rng.random((60_000, 784)) * 0.25).astype(np.float32)
         y = rng.integers(0, 10, 60_000)
     return layout.aligned(X), y, np.random.default_rng(4).permutation(60_000).astype(np.int64)
-
-
-def square_operands(size, seed=0):
-    """Two random float32 ``size × size`` matrices and a product buffer."""
-    rng = np.random.default_rng(seed)
-    A, B = (rng.standard_normal((size, size)).astype(np.float32) for _ in range(2))
-    return A, B, np.empty((size, size), np.float32)
 
 
 @pytest.fixture(scope="module")
