@@ -24,6 +24,20 @@
     would leave the caches), against one timed right after an untimed product,
     and against four in a row: whether the rate the wide nets are measured against
     is lowered by its product's being the first after a pause.
+``feature-major``
+    Each large product of a 784-1024-1024-10 step at batch 256 and 1,024 as the
+    BLAS path makes it (activations batch-major, (B, n): forward ``A Wᵀ``, input
+    gradient ``D W``, weight step ``Dᵀ A``) and as it would with activations
+    feature-major ((n, B): forward ``W Aᵀ``, ``Wᵀ Dᵀ``, ``Dᵀ (Aᵀ)ᵀ``), each checked
+    against the other, then the step's products in each layout by turns.
+``first-layer-columns``
+    The first layer's forward product and weight step (784 → 1024) on MNIST
+    batches of 256 and 1,024, dense as the BLAS path does them, against the same
+    over only the input columns some sample of the batch has non-zero (rows of
+    ``W_1ᵀ`` gathered, products NN and TN, the rows written back), each checked
+    against the other, by turns. The variant is handed ``W_1ᵀ`` for free (the
+    model calls the BLAS path one step at a time on wide nets, where it would
+    have to transpose ``W_1`` each step): an upper bound of what it could save.
 ``cold-start``
     ``python -m model train --epochs 1`` of this checkout and of an earlier
     revision (``--against``, default: the last commit before issue 11's work; a
@@ -243,6 +257,103 @@ def sgemm_pause(rounds, size=2048):
               f"GFLOP/s, ÷ warm {np.median(ratios):#.3g} (IQR {np.subtract(*np.percentile(ratios, [75, 25])):.2g})")
 
 
+def feature_major(rounds, batch_sizes=(256, 1024), seed=0):
+    from bench.sweeps import repeat
+    from kernels.cpu.blas import gemm
+
+    rng = np.random.default_rng(seed)
+
+    def operand(*shape):
+        return layout.aligned(rng.standard_normal(shape).astype(np.float32))
+
+    def same(a, b, name):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4, err_msg=name)
+
+    lr = 1e-3
+    for batch_size in batch_sizes:
+        layouts = {"batch-major (shipped)": [], "feature-major": []}
+        for l, (n_in, n_out) in enumerate(((784, 1024), (1024, 1024))):
+            A, D, W = operand(batch_size, n_in), operand(batch_size, n_out), operand(n_out, n_in)
+            AT, DT = np.ascontiguousarray(A.T), np.ascontiguousarray(D.T)
+            Z, ZT = np.empty((batch_size, n_out), np.float32), np.empty((n_out, batch_size), np.float32)
+            gemm(A, W, Z, transpose_b=True)
+            gemm(W, A, ZT, transpose_b=True) if l == 0 else gemm(W, AT, ZT)  # the first layer's input is X's rows
+            same(ZT.T, Z, f"layer {l + 1} forward")
+            stepped, stepped_alike = W.copy(), W.copy()
+            gemm(D, A, stepped, transpose_a=True, alpha=-lr, beta=1.0)
+            gemm(DT, A, stepped_alike, alpha=-lr, beta=1.0) if l == 0 else gemm(
+                DT, AT, stepped_alike, transpose_b=True, alpha=-lr, beta=1.0)
+            same(stepped_alike, stepped, f"layer {l + 1} weight step")
+            layouts["batch-major (shipped)"] += [partial(gemm, A, W, Z, transpose_b=True),
+                                                 partial(gemm, D, A, stepped, transpose_a=True, alpha=-lr, beta=1.0)]
+            layouts["feature-major"] += [
+                partial(gemm, W, A, ZT, transpose_b=True) if l == 0 else partial(gemm, W, AT, ZT),
+                partial(gemm, DT, A, stepped_alike, alpha=-lr, beta=1.0) if l == 0 else partial(
+                    gemm, DT, AT, stepped_alike, transpose_b=True, alpha=-lr, beta=1.0)]
+            if l > 0:
+                G, GT = np.empty_like(A), np.empty_like(AT)
+                gemm(D, W, G)
+                gemm(W, DT, GT, transpose_a=True)
+                same(GT.T, G, f"layer {l + 1} input gradient")
+                layouts["batch-major (shipped)"].append(partial(gemm, D, W, G))
+                layouts["feature-major"].append(partial(gemm, W, DT, GT, transpose_a=True))
+        step_products = {name: partial(repeat, partial(_run_all, calls), 5) for name, calls in layouts.items()}
+        result = alternate(step_products, rounds, pause=0.1)
+        print(f"\n784-1024-1024-10, batch {batch_size}: a step's five large products in each layout, each product "
+              f"checked against the other layout's, 5 steps a round, medians of {rounds} rounds")
+        for name, (median, ratio, iqr) in result.items():
+            print(f"  {name:<24} {median / 5 * 1e3:7.3f} ms a step, ÷ shipped {ratio:#.3g} (IQR {iqr:.2g})")
+
+
+def _run_all(calls):
+    for call in calls:
+        call()
+
+
+def first_layer_columns(rounds, batch_sizes=(256, 1024)):
+    from bench.conftest import mnist_data
+    from kernels.cpu.blas import gemm
+
+    X, _ = mnist_data()
+    order = np.random.default_rng(1).permutation(X.shape[0]).astype(np.int64)
+    rng = np.random.default_rng(0)
+    W = layout.aligned((rng.standard_normal((1024, X.shape[1])) * 0.05).astype(np.float32))
+    lr = 1e-3
+    for batch_size in batch_sizes:
+        batches = [np.ascontiguousarray(X[order[s:s + batch_size]])
+                   for s in range(0, X.shape[0] - batch_size + 1, batch_size)]
+        D = (rng.standard_normal((batch_size, W.shape[0])) * 1e-3).astype(np.float32)
+        Z = np.empty((batch_size, W.shape[0]), np.float32)
+        dense_W, columns_WT = W.copy(), np.ascontiguousarray(W.T)
+
+        def dense(W=dense_W, batches=batches, D=D, Z=Z):
+            for Xb in batches:
+                gemm(Xb, W, Z, transpose_b=True)
+                gemm(D, Xb, W, transpose_a=True, alpha=-lr, beta=1.0)
+
+        def non_zero_columns(WT=columns_WT, batches=batches, D=D, Z=Z):
+            for Xb in batches:
+                columns = np.flatnonzero((Xb != 0).any(axis=0))
+                X_columns, WT_rows = np.ascontiguousarray(Xb[:, columns]), WT[columns]
+                gemm(X_columns, WT_rows, Z)
+                gemm(X_columns, D, WT_rows, transpose_a=True, alpha=-lr, beta=1.0)
+                WT[columns] = WT_rows
+
+        first = batches[:1]
+        Z_alike = Z.copy()
+        dense(batches=first)
+        non_zero_columns(batches=first, Z=Z_alike)
+        np.testing.assert_allclose(Z_alike, Z, rtol=1e-4, atol=1e-4, err_msg="forward")
+        np.testing.assert_allclose(columns_WT.T, dense_W, rtol=1e-5, atol=1e-6, err_msg="weight step")
+        share = np.median([np.count_nonzero((Xb != 0).any(axis=0)) / X.shape[1] for Xb in batches])
+        result = alternate({"dense (shipped)": dense, "non-zero columns, W_1ᵀ given": non_zero_columns}, rounds)
+        print(f"\nfirst layer 784 → 1024, {len(batches)} MNIST batches of {batch_size} (a batch's non-zero columns: "
+              f"median {100 * share:.0f}% of {X.shape[1]}), forward product and weight step, each checked against "
+              f"the other, medians of {rounds} rounds")
+        for name, (median, ratio, iqr) in result.items():
+            print(f"  {name:<32} {median * 1e3:7.1f} ms, ÷ shipped {ratio:#.3g} (IQR {iqr:.2g})")
+
+
 def timed_run(python, arguments, path, cache_dir):
     """Seconds a fresh ``python arguments`` takes in ``path``, with numba's cache in ``cache_dir``."""
     environment = {**os.environ, "NUMBA_CACHE_DIR": str(cache_dir), "PYTHONPATH": str(path)}
@@ -281,7 +392,7 @@ def cold_start(rounds, against=BEFORE_ISSUE_11, python=sys.executable):
 
 
 EXPERIMENTS = {"blas-ablation": blas_ablation, "numba-products": numba_products, "sgemm-pause": sgemm_pause,
-               "cold-start": cold_start}
+               "feature-major": feature_major, "first-layer-columns": first_layer_columns, "cold-start": cold_start}
 
 
 def main(argv=None):
@@ -297,6 +408,10 @@ def main(argv=None):
         numba_products(args.rounds)
     if args.only in (None, "sgemm-pause"):
         sgemm_pause(args.rounds)
+    if args.only in (None, "feature-major"):
+        feature_major(args.rounds)
+    if args.only in (None, "first-layer-columns"):
+        first_layer_columns(args.rounds)
     if args.only in (None, "cold-start"):
         cold_start(args.rounds, args.against, args.python)
 

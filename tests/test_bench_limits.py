@@ -112,3 +112,21 @@ def test_sgemm_pause_times_each_way_of_timing_the_product_by_turns(monkeypatch, 
     assert "NumPy's 64³ sgemm" in out
     assert "one product right after an untimed one" in out and "÷ warm 1.00 (IQR 0)" in out
     assert out.count("GFLOP/s") == 3
+
+
+def test_feature_major_checks_each_product_against_the_shipped_layout_and_times_both(capsys):
+    from bench.limits import feature_major
+
+    feature_major(1, batch_sizes=(8,))  # asserts that each feature-major product gives the shipped one's result
+    out = capsys.readouterr().out
+    assert "784-1024-1024-10, batch 8: a step's five large products" in out
+    assert "batch-major (shipped)" in out and "feature-major" in out and out.count("ms a step") == 2
+
+
+def test_first_layer_columns_checks_the_non_zero_columns_against_the_dense_step_and_times_both(capsys):
+    from bench.limits import first_layer_columns
+
+    first_layer_columns(1, batch_sizes=(2_500,))  # asserts the forward product and the weight step agree first
+    out = capsys.readouterr().out
+    assert "MNIST batches of 2500" in out and "non-zero columns: median" in out
+    assert "dense (shipped)" in out and "non-zero columns, W_1ᵀ given" in out and out.count("÷ shipped") == 2
