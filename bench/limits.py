@@ -35,9 +35,9 @@
     batches of 256 and 1,024, dense as the BLAS path does them, against the same
     over only the input columns some sample of the batch has non-zero (rows of
     ``W_1ᵀ`` gathered, products NN and TN, the rows written back), each checked
-    against the other, by turns. The variant is handed ``W_1ᵀ`` for free (the
-    model calls the BLAS path one step at a time on wide nets, where it would
-    have to transpose ``W_1`` each step): an upper bound of what it could save.
+    against the other, by turns. The variant is handed ``W_1ᵀ`` (the model
+    calls the BLAS path one step at a time on wide nets, where it would have to
+    transpose ``W_1`` each step); its gathers are NumPy's indexing.
 ``cold-start``
     ``python -m model train --epochs 1`` of this checkout and of an earlier
     revision (``--against``, default: the last commit before issue 11's work; a
