@@ -266,9 +266,6 @@ def feature_major(rounds, batch_sizes=(256, 1024), seed=0):
     def operand(*shape):
         return layout.aligned(rng.standard_normal(shape).astype(np.float32))
 
-    def same(a, b, name):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4, err_msg=name)
-
     lr = 1e-3
     for batch_size in batch_sizes:
         layouts = {"batch-major (shipped)": [], "feature-major": []}
@@ -276,27 +273,26 @@ def feature_major(rounds, batch_sizes=(256, 1024), seed=0):
             A, D, W = operand(batch_size, n_in), operand(batch_size, n_out), operand(n_out, n_in)
             AT, DT = np.ascontiguousarray(A.T), np.ascontiguousarray(D.T)
             Z, ZT = np.empty((batch_size, n_out), np.float32), np.empty((n_out, batch_size), np.float32)
-            gemm(A, W, Z, transpose_b=True)
-            gemm(W, A, ZT, transpose_b=True) if l == 0 else gemm(W, AT, ZT)  # the first layer's input is X's rows
-            same(ZT.T, Z, f"layer {l + 1} forward")
             stepped, stepped_alike = W.copy(), W.copy()
-            gemm(D, A, stepped, transpose_a=True, alpha=-lr, beta=1.0)
-            gemm(DT, A, stepped_alike, alpha=-lr, beta=1.0) if l == 0 else gemm(
-                DT, AT, stepped_alike, transpose_b=True, alpha=-lr, beta=1.0)
-            same(stepped_alike, stepped, f"layer {l + 1} weight step")
-            layouts["batch-major (shipped)"] += [partial(gemm, A, W, Z, transpose_b=True),
-                                                 partial(gemm, D, A, stepped, transpose_a=True, alpha=-lr, beta=1.0)]
-            layouts["feature-major"] += [
-                partial(gemm, W, A, ZT, transpose_b=True) if l == 0 else partial(gemm, W, AT, ZT),
-                partial(gemm, DT, A, stepped_alike, alpha=-lr, beta=1.0) if l == 0 else partial(
-                    gemm, DT, AT, stepped_alike, transpose_b=True, alpha=-lr, beta=1.0)]
+            # (name, the shipped call, the feature-major call, their results as the same matrix); the first layer's
+            # input is X's rows, batch-major in either layout
+            calls = [("forward", partial(gemm, A, W, Z, transpose_b=True),
+                      partial(gemm, W, A, ZT, transpose_b=True) if l == 0 else partial(gemm, W, AT, ZT),
+                      lambda Z=Z, ZT=ZT: (Z, ZT.T)),
+                     ("weight step", partial(gemm, D, A, stepped, transpose_a=True, alpha=-lr, beta=1.0),
+                      partial(gemm, DT, A, stepped_alike, alpha=-lr, beta=1.0) if l == 0 else partial(
+                          gemm, DT, AT, stepped_alike, transpose_b=True, alpha=-lr, beta=1.0),
+                      lambda W=stepped, WA=stepped_alike: (W, WA))]
             if l > 0:
                 G, GT = np.empty_like(A), np.empty_like(AT)
-                gemm(D, W, G)
-                gemm(W, DT, GT, transpose_a=True)
-                same(GT.T, G, f"layer {l + 1} input gradient")
-                layouts["batch-major (shipped)"].append(partial(gemm, D, W, G))
-                layouts["feature-major"].append(partial(gemm, W, DT, GT, transpose_a=True))
+                calls.append(("input gradient", partial(gemm, D, W, G), partial(gemm, W, DT, GT, transpose_a=True),
+                              lambda G=G, GT=GT: (G, GT.T)))
+            for name, shipped, feature, results in calls:
+                shipped()
+                feature()
+                np.testing.assert_allclose(*results(), rtol=1e-4, atol=1e-4, err_msg=f"layer {l + 1} {name}")
+                layouts["batch-major (shipped)"].append(shipped)
+                layouts["feature-major"].append(feature)
         step_products = {name: partial(repeat, partial(_run_all, calls), 5) for name, calls in layouts.items()}
         result = alternate(step_products, rounds, pause=0.1)
         print(f"\n784-1024-1024-10, batch {batch_size}: a step's five large products in each layout, each product "
