@@ -1,4 +1,4 @@
-"""What bounds issue 11's two open targets, timed by turns.
+"""What bounds issue 11's open targets (the wide nets' share of sgemm, the cold start), timed by turns.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m bench.limits [--rounds 9] [--only NAME]
 
