@@ -398,19 +398,12 @@ def main(argv=None):
     parser.add_argument("--against", default=BEFORE_ISSUE_11, help="cold-start: the earlier revision")
     parser.add_argument("--python", default=sys.executable, help="cold-start: the interpreter of the runs")
     args = parser.parse_args(argv)
-    if args.only in (None, "blas-ablation"):
-        blas_ablation(args.rounds)
-    if args.only in (None, "numba-products"):
-        numba_products(args.rounds)
-    if args.only in (None, "sgemm-pause"):
-        sgemm_pause(args.rounds)
-    if args.only in (None, "feature-major"):
-        feature_major(args.rounds)
-    if args.only in (None, "first-layer-columns"):
-        first_layer_columns(args.rounds)
-    if args.only in (None, "cold-start"):
-        cold_start(args.rounds, args.against, args.python)
-
+    for name, experiment in EXPERIMENTS.items():
+        if args.only in (None, name):
+            if name == "cold-start":
+                experiment(args.rounds, args.against, args.python)
+            else:
+                experiment(args.rounds)
 
 if __name__ == "__main__":
     main()

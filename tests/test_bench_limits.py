@@ -130,3 +130,17 @@ def test_first_layer_columns_checks_the_non_zero_columns_against_the_dense_step_
     out = capsys.readouterr().out
     assert "MNIST batches of 2500" in out and "non-zero columns: median" in out
     assert "dense (shipped)" in out and "non-zero columns, W_1ᵀ given" in out and out.count("÷ shipped") == 2
+
+
+def test_main_runs_the_chosen_experiment_or_all_of_them_in_order(monkeypatch):
+    from bench import limits
+
+    ran = []
+    for name in limits.EXPERIMENTS:
+        monkeypatch.setitem(limits.EXPERIMENTS, name, lambda *args, name=name: ran.append((name, args)))
+    limits.main(["--only", "cold-start", "--rounds", "3", "--against", "abc1234", "--python", "py"])
+    assert ran == [("cold-start", (3, "abc1234", "py"))]
+    ran.clear()
+    limits.main(["--rounds", "2"])
+    assert [name for name, _ in ran] == list(limits.EXPERIMENTS)
+    assert all(args == (2,) for name, args in ran if name != "cold-start")
